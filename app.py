@@ -1,0 +1,38 @@
+"""neurolab home: type an arithmetic prompt, see the answer distribution and the neurons that light up."""
+
+import streamlit as st
+
+from neurolab.arithmetic import PromptError
+from neurolab.figures import next_token_figure, top_neurons_figure
+from neurolab.predict import report
+from pages import model_sidebar
+
+st.set_page_config(page_title="neurolab", page_icon="🧮", layout="wide")
+st.title("neurolab")
+st.caption("Find, test and edit the neurons language models use for arithmetic.")
+
+model = model_sidebar()
+left, right = st.columns([2, 1])
+text = left.text_input("Arithmetic prompt", value="23+45=", key="prompt",
+                       help="<number><op><number>= with op one of + - * / (integer division)")
+per_layer = right.slider("Neurons per layer", 3, 30, 10, key="per_layer")
+
+try:
+    result = report(model, text, neurons_per_layer=per_layer)
+except PromptError as error:
+    st.error(f"Malformed prompt: {error}")
+    st.stop()
+
+best, best_p = result.top_tokens[0]
+verdict = "correct" if result.correct else f"wrong (the answer is {result.prompt.answer})"
+st.markdown(
+    f"**{result.text}** → model says **{best}** ({best_p:.1%}), {verdict}; "
+    f"p(answer {result.prompt.answer}) = {result.answer_probability:.1%}"
+)
+st.plotly_chart(next_token_figure(result), key="next_token_chart")
+st.plotly_chart(top_neurons_figure(result), key="neurons_chart")
+st.caption(
+    "A neuron is one coordinate of the MLP's hidden activation, i.e. the input of the down projection "
+    f"({result.hook_names[0]} = input of {result.module_paths[0]}). "
+    + ("This model's MLP is gated: neurons can be negative, so they are ranked by magnitude." if model.gated else "")
+)

@@ -1,0 +1,105 @@
+"""Architecture adapters: one small table entry per model family, and nothing else that knows about families.
+
+An adapter only names where things live in the Hugging Face module tree (as pyvene's per-model mappings do);
+every computation is written once against these names. A neuron is one coordinate of the *input* of the MLP's
+down/out projection (TransformerLens ``blocks.L.mlp.hook_post``), as ``../shared/science.md`` defines it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers.pytorch_utils import Conv1D
+
+from .errors import UnsupportedArchitectureError
+
+
+@dataclass(frozen=True)
+class ArchitectureAdapter:
+    """Where one family keeps its parts; paths are dotted attribute paths from the causal-LM module."""
+
+    family: str
+    model_types: tuple[str, ...]
+    layers: str  # the ModuleList of blocks
+    mlp_out: str  # the down/out projection inside a block; its input holds the neurons
+    attention: str  # the attention module inside a block
+    final_norm: str
+    unembed: str
+    embed: str
+    gated: bool  # gated MLP (act(gate) * up): neurons can be negative, so heuristics also score bottom-k
+
+    def layer_path(self, layer: int) -> str:
+        return f"{self.layers}.{layer}"
+
+    def mlp_out_path(self, layer: int) -> str:
+        """The HF module whose *input* is the neuron vector of ``layer``."""
+        return f"{self.layer_path(layer)}.{self.mlp_out}"
+
+    def attention_path(self, layer: int) -> str:
+        return f"{self.layer_path(layer)}.{self.attention}"
+
+
+def hook_name(layer: int) -> str:
+    """The TransformerLens-style canonical name of a layer's neurons, shown beside the HF path."""
+    return f"blocks.{layer}.mlp.hook_post"
+
+
+def neuron_label(layer: int, neuron: int) -> str:
+    """How a neuron is written everywhere in neurolab: ``L3N12``."""
+    return f"L{layer}N{neuron}"
+
+
+ADAPTERS: tuple[ArchitectureAdapter, ...] = (
+    ArchitectureAdapter(
+        family="gpt-neox", model_types=("gpt_neox",), layers="gpt_neox.layers", mlp_out="mlp.dense_4h_to_h",
+        attention="attention", final_norm="gpt_neox.final_layer_norm", unembed="lm_head",
+        embed="gpt_neox.embed_in", gated=False,
+    ),
+    ArchitectureAdapter(
+        family="llama", model_types=("llama", "mistral", "qwen2", "qwen3"), layers="model.layers",
+        mlp_out="mlp.down_proj", attention="self_attn", final_norm="model.norm", unembed="lm_head",
+        embed="model.embed_tokens", gated=True,
+    ),
+    ArchitectureAdapter(
+        family="gpt2", model_types=("gpt2",), layers="transformer.h", mlp_out="mlp.c_proj", attention="attn",
+        final_norm="transformer.ln_f", unembed="lm_head", embed="transformer.wte", gated=False,
+    ),
+    ArchitectureAdapter(
+        family="gpt-j", model_types=("gptj",), layers="transformer.h", mlp_out="mlp.fc_out", attention="attn",
+        final_norm="transformer.ln_f", unembed="lm_head", embed="transformer.wte", gated=False,
+    ),
+)
+
+
+def supported_model_types() -> list[str]:
+    return sorted(t for adapter in ADAPTERS for t in adapter.model_types)
+
+
+def adapter_for(model_type: str) -> ArchitectureAdapter:
+    """The adapter of a config's ``model_type``, or an error naming every supported one."""
+    for adapter in ADAPTERS:
+        if model_type in adapter.model_types:
+            return adapter
+    raise UnsupportedArchitectureError(
+        f"neurolab has no adapter for model_type {model_type!r}; supported: {', '.join(supported_model_types())}. "
+        "Adding a family is one entry in neurolab/adapters.py."
+    )
+
+
+def get_module(root: torch.nn.Module, path: str) -> torch.nn.Module:
+    """``get_module(model, "gpt_neox.layers.3.mlp")``; works on nnsight Envoys too (digits index lists)."""
+    node = root
+    for part in path.split("."):
+        node = node[int(part)] if part.isdigit() else getattr(node, part)
+    return node
+
+
+def value_vectors(projection: torch.nn.Module) -> torch.Tensor:
+    """Rows ``W_out[n]`` of a down projection, ``[d_mlp, d_model]``, whatever its layout.
+
+    ``nn.Linear`` stores ``[out, in]`` = ``[d_model, d_mlp]``; GPT-2's ``Conv1D`` stores ``[in, out]``.
+    """
+    if isinstance(projection, Conv1D):
+        return projection.weight
+    return projection.weight.T
