@@ -130,7 +130,8 @@ def _file_digest(path: Path) -> str:
 def fingerprint(folder: Path | None, config: dict, revision: str | None) -> str:
     """Key for every cached result: a hash of the config and the weight/tokenizer files, or the hub revision."""
     h = hashlib.blake2b(digest_size=10)
-    h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    portable = {k: v for k, v in config.items() if not k.startswith("_")}  # drops _name_or_path (a location)
+    h.update(json.dumps(portable, sort_keys=True, default=str).encode())
     if revision:
         h.update(revision.encode())
     if folder is not None:
