@@ -57,16 +57,10 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .adapters import hook_name
     from .model import load_model
 
-    model = load_model(args.model)
-    a = model.adapter
-    print(f"model        {model.name}\nsource       {model.source}\nfamily       {a.family}"
-          f"\nfingerprint  {model.fingerprint}\nlayers       {model.n_layers}\nneurons      {model.d_mlp} per layer"
-          f"\nmax single-token integer  {model.max_single_token}\nneurons can be negative  {a.gated}")
-    print(f"neurons of layer L: {hook_name(0).replace('0', 'L', 1)} = input of {a.mlp_out_path(0).replace('.0.', '.L.')}")
-    print(f"final norm {a.final_norm}; unembedding {a.unembed}; attention {a.attention_path(0).replace('.0.', '.L.')}")
+    for label, text in load_model(args.model).describe().items():
+        print(f"{label:>26}  {text}")
     return 0
 
 

@@ -19,7 +19,7 @@ from nnsight import TransformersModel
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from . import paths
-from .adapters import ArchitectureAdapter, adapter_for, get_module, value_vectors
+from .adapters import ArchitectureAdapter, adapter_for, get_module, hook_name, value_vectors
 from .errors import ModelLoadError
 
 #: One lock for every use of every loaded model: nnsight must not trace a model from two threads at once, and
@@ -67,6 +67,26 @@ class LoadedModel:
     @property
     def gated(self) -> bool:
         return self.adapter.gated
+
+    def describe(self) -> dict[str, str]:
+        """How neurolab sees the model, as label -> text (the CLI's ``info`` and the Model page show this)."""
+        a = self.adapter
+        return {
+            "model": self.name,
+            "source": self.source,
+            "family": a.family,
+            "fingerprint": self.fingerprint,
+            "layers": str(self.n_layers),
+            "neurons per layer": str(self.d_mlp),
+            "max single-token integer": str(self.max_single_token),
+            "neurons can be negative": "yes (gated MLP)" if a.gated else "no",
+            "neurons of layer L": f"{hook_name(0).replace('.0.', '.L.')} = input of "
+                                  f"{a.mlp_out_path(0).replace('.0.', '.L.')}",
+            "value vectors": f"W_out[n] from the weight of {a.mlp_out_path(0).replace('.0.', '.L.')}",
+            "attention": a.attention_path(0).replace(".0.", ".L."),
+            "final norm": a.final_norm,
+            "unembedding": a.unembed,
+        }
 
     def value_vectors(self, layer: int) -> torch.Tensor:
         """``[d_mlp, d_model]``: row n is neuron n's write direction into the residual stream."""

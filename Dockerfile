@@ -1,0 +1,26 @@
+# The neurolab dashboard on the embedded model, as `make run` starts it locally.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    HF_HUB_OFFLINE=1 \
+    HF_HOME=/home/neurolab/.cache/huggingface
+
+# The same pins as local installs. PyPI's Linux torch wheel carries CUDA; to build a CPU-only image pass
+# --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG TORCH_INDEX=""
+RUN useradd --create-home --uid 1000 neurolab
+WORKDIR /app
+COPY requirements.txt .
+RUN if [ -n "$TORCH_INDEX" ]; then pip install --index-url "$TORCH_INDEX" torch==2.13.0; fi \
+    && pip install -r requirements.txt
+
+COPY --chown=neurolab:neurolab . .
+USER neurolab
+
+EXPOSE 8501
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD python -c "import urllib.request, sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health').status != 200)"
+
+CMD ["streamlit", "run", "app.py", "--server.address", "0.0.0.0", "--server.port", "8501"]
