@@ -1,6 +1,6 @@
 """Widgets every page shares (Streamlit skips ``__init__.py`` when it lists pages).
 
-Pages lay out widgets and call :mod:`neurolab`; they hold no analysis code and no ``model.trace()``.
+Pages lay out widgets and call :mod:`neurolab`; they hold no analysis code and never trace a model.
 """
 
 from __future__ import annotations
