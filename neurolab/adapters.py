@@ -7,6 +7,7 @@ down/out projection (TransformerLens ``blocks.L.mlp.hook_post``), as ``../shared
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +49,14 @@ def hook_name(layer: int) -> str:
 def neuron_label(layer: int, neuron: int) -> str:
     """How a neuron is written everywhere in neurolab: ``L3N12``."""
     return f"L{layer}N{neuron}"
+
+
+def parse_neuron_label(text: str) -> tuple[int, int]:
+    """``"L3N12"`` (case and spaces ignored) -> ``(3, 12)``; a ValueError saying the expected form otherwise."""
+    match = re.fullmatch(r"\s*L\s*(\d+)\s*N\s*(\d+)\s*", text, re.IGNORECASE)
+    if match is None:
+        raise ValueError(f"{text!r} is not a neuron: write L<layer>N<neuron>, e.g. L3N12")
+    return int(match.group(1)), int(match.group(2))
 
 
 ADAPTERS: tuple[ArchitectureAdapter, ...] = (

@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 
 OPERATORS: tuple[str, ...] = ("+", "-", "*", "/")
+#: file-name-safe names of the operators
+OP_NAMES = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
 DEFAULT_TEMPLATE = "{op1}{op}{op2}="
 
 _PROMPT_RE = re.compile(r"^\s*(\d+)\s*([+\-*/])\s*(\d+)\s*=\s*$")

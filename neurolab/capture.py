@@ -28,13 +28,16 @@ class Capture:
 
 
 def _trace_batch(
-    model: LoadedModel, inputs: dict[str, torch.Tensor], layers: Sequence[int], ablation: Ablation
+    model: LoadedModel, inputs: dict[str, torch.Tensor], layers: Sequence[int], ablation: Ablation,
+    remote: bool | str = False,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """One forward pass under nnsight: zero the ablated neurons, save the captured ones, save the logits."""
+    lm = model.lm  # the trace body names only nnsight objects and tensors, so a remote run can serialise it
     touched = sorted(set(layers) | set(ablation))
-    envoys = {layer: get_module(model.lm, model.adapter.mlp_out_path(layer)) for layer in touched}
+    envoys = {layer: get_module(lm, model.adapter.mlp_out_path(layer)) for layer in touched}
     zeroed = {layer: torch.as_tensor(list(ablation[layer]), dtype=torch.long) for layer in ablation}
-    with torch.no_grad(), model.lm.trace(**inputs):
+    options = {"remote": remote} if remote else {}  # True: NDIF (key from the environment); "local": dry run
+    with torch.no_grad(), lm.trace(**inputs, **options):
         saved = []
         for layer in touched:  # modules must be visited in execution order
             hidden = envoys[layer].input
@@ -43,7 +46,7 @@ def _trace_batch(
             if layer in layers:
                 saved.append(hidden[:, -1])
         captured = nnsight.save(saved)
-        logits = nnsight.save(model.lm.output.logits[:, -1])
+        logits = nnsight.save(lm.output.logits[:, -1])
     return logits, captured
 
 
@@ -52,11 +55,13 @@ def run(
     prompts: Sequence[str],
     layers: Sequence[int] | None = (),
     ablation: Ablation | None = None,
-    batch_size: int = 1024,
+    batch_size: int = 4096,
+    remote: bool | str = False,
 ) -> Capture:
     """Run ``prompts`` in chunks of ``batch_size``; capture the neurons of ``layers`` (None = every layer).
 
-    Returns last-position logits and activations ``[len(prompts), d_mlp]`` per captured layer.
+    Returns last-position logits and activations ``[len(prompts), d_mlp]`` per captured layer. ``remote`` is
+    passed to nnsight's trace: ``True`` runs on NDIF, ``"local"`` serialises the request and runs it here.
     """
     layers = list(range(model.n_layers)) if layers is None else sorted(set(layers))
     ablation = {int(k): list(v) for k, v in (ablation or {}).items() if len(v)}
@@ -69,7 +74,7 @@ def run(
         for start in range(0, len(prompts), batch_size):
             chunk = list(prompts[start:start + batch_size])
             inputs = {k: v.to(model.device) for k, v in model.encode(chunk).items()}
-            logits, captured = _trace_batch(model, inputs, layers, ablation)
+            logits, captured = _trace_batch(model, inputs, layers, ablation, remote)
             logits_parts.append(logits.float().cpu())
             for layer, acts in zip(layers, captured):
                 neuron_parts[layer].append(acts.float().cpu())

@@ -64,6 +64,70 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _layers(text: str | None) -> list[int] | None:
+    """``2,3`` or ``0-3`` or ``all``."""
+    if text is None or text == "all":
+        return None
+    layers: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        layers.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
+    return layers
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .arithmetic import OP_NAMES
+    from .grid import PromptTemplate, parse_template
+    from .model import load_model
+    from .store import Store
+    from .sweep import run_sweep
+
+    model = load_model(args.model)
+    template = parse_template(args.template)
+    if args.fewshot is not None:
+        template = PromptTemplate(template.format, fewshot=args.fewshot)
+    store = Store(args.store)
+    ops = ["+", "-", "*", "/"] if args.op == "all" else [args.op]
+    for op in ops:
+        bar = tqdm(desc=f"sweep {op}", unit="prompt", disable=args.quiet)
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        result = run_sweep(model, store, op, layers=_layers(args.layers), max_op=args.max_op, template=template,
+                           chunk_size=args.chunk_size, progress=progress, remote=args.remote)
+        bar.close()
+        state = "already cached, nothing to compute" if result.cached else (
+            f"computed {result.chunks_computed} of {result.chunks_total} chunks")
+        print(f"{op}: sweep {result.sweep_id}, {result.n_prompts} prompts, layers "
+              f"{','.join(map(str, result.layers))}: {state} ({store.path})")
+        if args.out:
+            out = Path(args.out)
+            if len(ops) > 1:
+                out = out.with_name(f"{out.stem}-{OP_NAMES[op]}{out.suffix}")
+            store.export(
+                f"SELECT op1, op2, answer, correct, layer, neuron, k, kv FROM activations "
+                f"WHERE fingerprint = '{model.fingerprint}' AND op = '{op}' AND template = "
+                f"'{template.key.replace(chr(39), chr(39) * 2)}' AND max_op = {args.max_op} "
+                f"AND layer IN ({','.join(map(str, result.layers))}) ORDER BY layer, neuron, op1, op2", out)
+            print(f"wrote {out}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .store import Store
+
+    print(f"wrote {Store(args.store).export(args.source, args.out)}")
+    return 0
+
+
+def _store_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", default=None,
+                   help="DuckDB file (default: $NEUROLAB_STORE or ~/.cache/neurolab/neurolab.duckdb)")
+
+
 def _model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
                    help="Hugging Face id or local folder (default: the embedded model, also named 'embedded')")
@@ -92,6 +156,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=int, help="evaluate at most this many prompts per operator (seeded)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=_eval)
+
+    p = sub.add_parser("sweep", help="record answers and K/KV maps over an operator's operand grid into the store")
+    _model_arg(p)
+    p.add_argument("--op", choices=["+", "-", "*", "/", "all"], required=True, help="operator, or all four")
+    p.add_argument("--layers", default=None, help="layers to record: '2,3', '0-3' or 'all' (default: all)")
+    p.add_argument("--max-op", type=int, default=100, help="operands are 0 <= op < max_op (default 100)")
+    p.add_argument("--template", default=None,
+                   help="'plain' ({op1}{op}{op2}=, default), 'spaced', 'fewshot', or a custom format with the "
+                        "fields {op1} {op} {op2}, e.g. 'Q: {op1} {op} {op2} = '")
+    p.add_argument("--fewshot", type=int, default=None, help="prepend this many solved examples of the operator")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="prompts per batched trace (default: up to 4096, bounded by a 256 MB activation budget); "
+                        "fixed when a sweep is first created")
+    p.add_argument("--remote", nargs="?", const=True, default=False,
+                   help="run the traces on NDIF (NDIF_API_KEY from the environment); '--remote local' is "
+                        "nnsight's local dry run of that path")
+    p.add_argument("--out", default=None, help="also write the maps as .parquet/.csv (op1, op2, layer, neuron, k, kv)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _store_arg(p)
+    p.set_defaults(run=_sweep)
+
+    p = sub.add_parser("export", help="write a store table or a SELECT query to .parquet or .csv")
+    p.add_argument("source", help="a table (models, sweeps, prompts, neuron_maps, sweep_progress, activations) "
+                                  "or a SELECT query")
+    p.add_argument("out", help="output file, .parquet or .csv")
+    _store_arg(p)
+    p.set_defaults(run=_export)
 
     p = sub.add_parser("info", help="how neurolab sees a model: family, layers, neurons, hook names, fingerprint")
     _model_arg(p)

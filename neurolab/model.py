@@ -92,6 +92,19 @@ class LoadedModel:
         """``[d_mlp, d_model]``: row n is neuron n's write direction into the residual stream."""
         return value_vectors(get_module(self.hf, self.adapter.mlp_out_path(layer))).detach()
 
+    def number_logit_lens(self, layer: int) -> torch.Tensor:
+        """``[d_mlp, max_single_token + 1]``: each value vector's direct logit on each number token.
+
+        ``W_out[n] * g @ W_U[numbers].T`` with ``g`` the final norm's scale, where the model has one (the norm's
+        centring and division by the residual's RMS are left out: they depend on the whole residual stream).
+        """
+        vectors = self.value_vectors(layer).float()
+        scale = getattr(get_module(self.hf, self.adapter.final_norm), "weight", None)
+        if scale is not None:
+            vectors = vectors * scale.detach().float()
+        unembed = get_module(self.hf, self.adapter.unembed).weight.detach().float()
+        return vectors @ unembed[self.number_token_ids].T
+
     def encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """Left-padded ids with mask-derived positions, so a padded row computes exactly as it would alone."""
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)

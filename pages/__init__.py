@@ -9,6 +9,7 @@ import streamlit as st
 
 from neurolab.errors import NeurolabError
 from neurolab.model import LoadedModel, load_model
+from neurolab.store import Store
 
 MODEL_KEY = "model_name"  # the one source of truth for the chosen model, shared by every page
 
@@ -38,3 +39,9 @@ def model_sidebar() -> LoadedModel:
         f"numbers 0..{model.max_single_token} single-token · fingerprint `{model.fingerprint}`"
     )
     return model
+
+
+@st.cache_resource
+def shared_store() -> Store:
+    """The one store of this server process (``$NEUROLAB_STORE`` or the user cache), shared by every session."""
+    return Store()

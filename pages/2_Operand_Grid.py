@@ -1,0 +1,83 @@
+"""One neuron over the op1 x op2 grid: its K or KV map, folded modulo n, and against the result."""
+
+import streamlit as st
+
+from neurolab.adapters import neuron_label, parse_neuron_label
+from neurolab.arithmetic import OP_NAMES, OPERATORS
+from neurolab.errors import NeurolabError
+from neurolab.figures import folded_figure, grid_heatmap, result_figure
+from neurolab.grid import TEMPLATES, OperandGrid, PromptTemplate
+from neurolab.neuron_maps import MAP_KINDS, load_neuron_map, most_active
+from neurolab.sweep import find_sweep, run_sweep
+from pages import model_sidebar, shared_store
+
+st.set_page_config(page_title="neurolab · operand grid", page_icon="🧮", layout="wide")
+st.title("Operand grid")
+model = model_sidebar()
+store = shared_store()
+
+c1, c2, c3, c4 = st.columns(4)
+op = c1.selectbox("Operator", OPERATORS, key="grid_op")
+max_op = c2.number_input("max_op", min_value=2, max_value=model.max_single_token + 1, value=100, key="grid_max_op",
+                         help="operands are 0 <= op < max_op")
+template_name = c3.selectbox("Template", [*TEMPLATES, "custom"], key="grid_template")
+kind = c4.radio("Map", MAP_KINDS, horizontal=True, key="grid_kind",
+                help="K: the neuron's activation. KV: activation x its value vector's logit on the right answer.")
+try:
+    if template_name == "custom":
+        template = PromptTemplate(st.text_input("Custom template", "{op1} {op} {op2} =", key="grid_custom"))
+    else:
+        template = TEMPLATES[template_name]
+    grid = OperandGrid.for_model(model, op, int(max_op), template)
+except ValueError as error:
+    st.error(str(error))
+    st.stop()
+
+try:
+    sweep_id = find_sweep(model, store, grid)
+    complete = store.sweep_info(sweep_id)["complete_layers"] if sweep_id is not None else []
+except NeurolabError as error:
+    st.error(str(error))
+    st.stop()
+
+missing = [layer for layer in range(model.n_layers) if layer not in complete]
+if missing:
+    st.info(f"The {op} grid ({len(grid):,} prompts, template `{template.key}`) is not cached for layers "
+            f"{', '.join(map(str, missing))} of this model yet.")
+    if st.button(f"Run the sweep ({len(grid):,} prompts)", key="run_sweep"):
+        bar = st.progress(0.0, text="sweeping ...")
+        result = run_sweep(model, store, op, max_op=int(max_op), template=template,
+                           progress=lambda done, total: bar.progress(done / total, text=f"{done:,}/{total:,} prompts"))
+        sweep_id, complete = result.sweep_id, store.sweep_info(result.sweep_id)["complete_layers"]
+        bar.empty()
+        st.success(f"Stored {result.n_prompts:,} prompts x {len(result.layers)} layers in {store.path}.")
+if not complete:
+    st.stop()
+
+prompts = store.prompts(sweep_id)
+st.caption(f"Model accuracy on this grid: {prompts['correct'].mean():.1%} of {len(prompts):,} prompts "
+           f"(store: {store.path}).")
+
+left, right = st.columns([1, 2])
+layer = left.selectbox("Layer", complete, index=len(complete) - 1, key="grid_layer")
+top = most_active(store, sweep_id, layer)
+options = [f"{row.label}  (std {row.std_k:.3f}, max {row.max_k:.3f})" for row in top.itertuples()]
+picked = left.selectbox("Most active neurons of the layer", options, key="grid_pick")
+typed = right.text_input("…or type a neuron", placeholder="L3N12", key="grid_typed")
+try:
+    target_layer, neuron = parse_neuron_label(typed) if typed.strip() else parse_neuron_label(picked.split()[0])
+    if target_layer not in complete or not 0 <= neuron < model.d_mlp:
+        raise ValueError(f"{typed.strip()} is outside the cached layers {complete} x neurons 0..{model.d_mlp - 1}")
+except ValueError as error:
+    st.error(str(error))
+    st.stop()
+
+nmap = load_neuron_map(store, sweep_id, target_layer, neuron, kind, prompts=prompts)
+st.plotly_chart(grid_heatmap(nmap, int(max_op), op), key="grid_heatmap")
+n = st.slider("Fold modulo n", 2, 20, 10, key="grid_mod")
+a, b = st.columns(2)
+a.plotly_chart(folded_figure(nmap, n), key="grid_folded")
+b.plotly_chart(result_figure(nmap), key="grid_result")
+st.download_button(f"Download {neuron_label(target_layer, neuron)} {kind} map (CSV)",
+                   nmap.to_frame().to_csv(index=False), file_name=f"{nmap.label}-{kind}-{OP_NAMES[op]}.csv",
+                   key="grid_download")
