@@ -77,15 +77,12 @@ def _layers(text: str | None) -> list[int] | None:
 
 def _sweep(args: argparse.Namespace) -> int:
     from .arithmetic import OP_NAMES
-    from .grid import PromptTemplate, parse_template
     from .model import load_model
     from .store import Store
     from .sweep import run_sweep
 
     model = load_model(args.model)
-    template = parse_template(args.template)
-    if args.fewshot is not None:
-        template = PromptTemplate(template.format, fewshot=args.fewshot)
+    template = _grid_args(args)
     store = Store(args.store)
     ops = ["+", "-", "*", "/"] if args.op == "all" else [args.op]
     for op in ops:
@@ -116,11 +113,125 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grid_args(args: argparse.Namespace):
+    from .grid import PromptTemplate, parse_template
+
+    template = parse_template(args.template)
+    if getattr(args, "fewshot", None) is not None:
+        template = PromptTemplate(template.format, fewshot=args.fewshot)
+    return template
+
+
+def _classify(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .classification import ClassifySettings, classify_operator
+    from .model import load_model
+    from .store import Store
+    from .value_lens import agreement
+
+    model = load_model(args.model)
+    store = Store(args.store)
+    settings = ClassifySettings(maps=args.maps, top_n=args.top_n, threshold=args.threshold,
+                                n_prompts=args.prompts, seed=args.seed)
+    bar = tqdm(total=100, desc="classify", disable=args.quiet, bar_format="{desc}: {percentage:3.0f}%|{bar}|")
+
+    def progress(stage: str, fraction: float) -> None:
+        bar.set_description(stage)
+        bar.n = round(100 * fraction)
+        bar.refresh()
+
+    result = classify_operator(model, store, args.op, args.max_op, _grid_args(args), settings,
+                               layers=_layers(args.layers), progress=progress)
+    bar.close()
+    pd.set_option("display.width", 160)
+    print(f"{args.op}: first heuristics layer {result.first_layer} (MLP output's promotion of the answer):")
+    print(result.evidence.to_string(index=False))
+    print(f"\ntop {settings.top_n} neurons per layer ({settings.maps} maps, threshold {settings.threshold}): "
+          "how many match at least one heuristic, by group")
+    print(result.coverage().to_string(index=False))
+    direct = result.matched[result.matched["direct"]]
+    prompts = store.prompts(result.sweep_id)
+    checked = agreement(model, direct, prompts["answer"].to_numpy())
+    if len(checked):
+        print(f"\nvalue vectors of direct heuristic neurons: {checked['agrees'].mean():.1%} of {len(checked)} "
+              f"(neuron, heuristic) matches promote mostly the heuristic's results "
+              f"(mean share {checked['share'].mean():.2f} vs chance {checked['chance'].mean():.2f})")
+    if args.out:
+        print(f"wrote {_write_frame(result.scores, args.out)} ({len(result.scores):,} scores)")
+    return 0
+
+
+def _importance(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .importance import activation_patching, attribution_patching, prompt_pairs
+    from .model import load_model
+    from .store import Store
+    from .sweep import run_sweep
+
+    model = load_model(args.model)
+    store = Store(args.store)
+    sweep = run_sweep(model, store, args.op, layers=_layers(args.layers), max_op=args.max_op,
+                      template=_grid_args(args))
+    pairs = prompt_pairs(model, store.prompts(sweep.sweep_id), args.prompts, args.seed)
+    layers = _layers(args.layers)
+    frames = []
+    if args.method in ("attribution", "both"):
+        frames.append(attribution_patching(model, pairs, layers))
+    if args.method in ("activation", "both"):
+        bar = tqdm(desc="activation patching", unit="neuron", disable=args.quiet)
+
+        def progress(done: int, total: int) -> None:
+            bar.total, bar.n = total, done
+            bar.refresh()
+
+        frames.append(activation_patching(model, pairs, layers, progress=progress))
+        bar.close()
+    for frame in frames:
+        store.write_importance(sweep.sweep_id, args.prompts, args.seed, frame)
+    table = pd.concat(frames)
+    for method, part in table.groupby("method"):
+        print(f"{method} patching, {len(pairs.clean)} prompt pairs; top 5 neurons per layer (mean + std):")
+        for layer, rows in part.groupby("layer"):
+            best = rows.sort_values("rank").head(5)
+            print(f"  layer {layer}: " + ", ".join(f"L{layer}N{n} {v:.4f}" for n, v in zip(best["neuron"], best["score"])))
+    if args.method == "both":
+        wide = table.pivot_table(index=["layer", "neuron"], columns="method", values="mean")
+        print(f"correlation of mean effects, attribution vs activation: "
+              f"{wide['attribution'].corr(wide['activation']):.3f} (Pearson), "
+              f"{wide['attribution'].corr(wide['activation'], method='spearman'):.3f} (Spearman)")
+    if args.out:
+        print(f"wrote {_write_frame(table, args.out)}")
+    return 0
+
+
+def _write_frame(frame, out: str) -> Path:
+    path = Path(out)
+    if path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    elif path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        raise NeurolabError(f"--out must end in .parquet or .csv, not {path.suffix or 'nothing'}")
+    return path
+
+
 def _export(args: argparse.Namespace) -> int:
     from .store import Store
 
     print(f"wrote {Store(args.store).export(args.source, args.out)}")
     return 0
+
+
+def _grid_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-op", type=int, default=100, help="operands are 0 <= op < max_op (default 100)")
+    p.add_argument("--template", default=None, help="'plain' (default), 'spaced', 'fewshot' or a custom format")
+
+
+def _importance_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompts", type=int, default=50, help="correct prompts (with counterfactuals) to attribute over")
+    p.add_argument("--seed", type=int, default=0, help="seed for choosing prompts and counterfactuals")
 
 
 def _store_arg(p: argparse.ArgumentParser) -> None:
@@ -176,6 +287,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _store_arg(p)
     p.set_defaults(run=_sweep)
+
+    p = sub.add_parser("classify", help="importance, top neurons per layer and their heuristics for one operator")
+    _model_arg(p)
+    p.add_argument("--op", choices=["+", "-", "*", "/"], required=True)
+    p.add_argument("--maps", choices=["K", "KV", "hybrid"], default="hybrid",
+                   help="activation maps to judge heuristics on; hybrid: result ones on KV, operand ones on K")
+    p.add_argument("--top-n", type=int, default=200, help="neurons per layer, by importance (default 200)")
+    p.add_argument("--threshold", type=float, default=0.6, help="score a match needs (default 0.6)")
+    p.add_argument("--layers", default=None, help="layers to classify (default: first heuristics layer .. last)")
+    _grid_options(p)
+    _importance_options(p)
+    p.add_argument("--out", default=None, help="write every (layer, neuron, heuristic, score) row, matched or not, "
+                                               "to .csv or .parquet")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _store_arg(p)
+    p.set_defaults(run=_classify)
+
+    p = sub.add_parser("importance", help="neuron importance for an operator by attribution and/or activation "
+                                          "patching")
+    _model_arg(p)
+    p.add_argument("--op", choices=["+", "-", "*", "/"], required=True)
+    p.add_argument("--method", choices=["attribution", "activation", "both"], default="attribution",
+                   help="activation patching is exact but costs a forward pass per neuron: small models only")
+    p.add_argument("--layers", default=None, help="layers (default all)")
+    _grid_options(p)
+    _importance_options(p)
+    p.add_argument("--out", default=None, help="write the per-neuron table to .csv or .parquet")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _store_arg(p)
+    p.set_defaults(run=_importance)
 
     p = sub.add_parser("export", help="write a store table or a SELECT query to .parquet or .csv")
     p.add_argument("source", help="a table (models, sweeps, prompts, neuron_maps, sweep_progress, activations) "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -102,4 +103,54 @@ def result_figure(nmap: NeuronMap) -> go.Figure:
     ])
     fig.update_layout(title=f"{nmap.label} against the result", xaxis_title="result", yaxis_title=nmap.kind,
                       height=420, margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def atlas_counts_figure(table: pd.DataFrame) -> go.Figure:
+    """Neurons with a heuristic per layer, stacked by display group (one panel per operator)."""
+    ops = sorted(table["op"].unique()) or ["+"]
+    fig = make_subplots(rows=1, cols=len(ops), subplot_titles=[f"operator {op}" for op in ops], shared_yaxes=True)
+    colours = {"range": "#1f77b4", "modulo": "#ff7f0e", "pattern": "#2ca02c", "other": "#9467bd"}
+    for col, op in enumerate(ops, start=1):
+        part = table[table["op"] == op]
+        for group, colour in colours.items():
+            rows = part[part["grp"] == group]
+            fig.add_trace(go.Bar(x=rows["layer"], y=rows["neurons"], name=group, marker_color=colour,
+                                 legendgroup=group, showlegend=col == 1,
+                                 hovertemplate=f"{group}: %{{y}} neurons in layer %{{x}}<extra></extra>"),
+                          row=1, col=col)
+        fig.update_xaxes(title_text="layer", dtick=1, row=1, col=col)
+    fig.update_layout(barmode="stack", title="Classified neurons per layer and group", height=330,
+                      yaxis_title="neurons", margin=dict(l=10, r=10, t=60, b=10))
+    return fig
+
+
+def number_line_figure(line: np.ndarray, label: str, results: np.ndarray,
+                       satisfied: np.ndarray | None = None, heuristic: str = "") -> go.Figure:
+    """The value vector's logit on every number that is a result on the grid; the heuristic's results marked."""
+    values = np.unique(results)
+    fig = go.Figure(go.Scatter(x=values, y=line[values], mode="lines", name="logit", line=dict(color="#444"),
+                               hovertemplate="number %{x}<br>logit %{y:.3f}<extra></extra>"))
+    if satisfied is not None:
+        hit = values[satisfied[values]]
+        fig.add_trace(go.Scatter(x=hit, y=line[hit], mode="markers", name=heuristic,
+                                 marker=dict(color="#d62728", size=5),
+                                 hovertemplate="number %{x} (" + heuristic + ")<br>logit %{y:.3f}<extra></extra>"))
+    order = np.argsort(-line[values])
+    fig.update_layout(
+        title=f"{label} value vector on the number line (promotes {', '.join(map(str, values[order[:5]]))} ...)",
+        xaxis_title="number token", yaxis_title="direct logit per unit activation", height=360,
+        margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def heuristic_mask_figure(nmap: NeuronMap, mask: np.ndarray, max_op: int, heuristic: str) -> go.Figure:
+    """The heuristic's matching set on the grid, drawn like the heatmap, to set side by side with it."""
+    z = np.full((max_op, max_op), np.nan)
+    z[nmap.prompts["op1"].to_numpy(), nmap.prompts["op2"].to_numpy()] = mask.astype(float)
+    fig = go.Figure(go.Heatmap(z=z, colorscale=[[0, "#f0f0f0"], [1, "#222"]], zmin=0, zmax=1, showscale=False,
+                               hovertemplate="op1 %{y}, op2 %{x}: %{z}<extra></extra>"))
+    fig.update_layout(title=f"matching set of {heuristic}", xaxis_title="op2", yaxis_title="op1", height=620,
+                      margin=dict(l=10, r=10, t=50, b=10))
+    fig.update_yaxes(autorange="reversed", scaleanchor="x")
     return fig

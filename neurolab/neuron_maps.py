@@ -70,3 +70,11 @@ def most_active(store: Store, sweep_id: int, layer: int, count: int = 20) -> pd.
     summary = store.layer_summary(sweep_id, layer)
     summary["label"] = [neuron_label(layer, n) for n in summary["neuron"]]
     return summary.sort_values("std_k", ascending=False).head(count).reset_index(drop=True)
+
+
+def neuron_matches(store: Store, sweep_id: int, layer: int, neuron: int) -> pd.DataFrame:
+    """The neuron's stored heuristic matches on this sweep (every classification run), best first."""
+    return store.query(
+        "SELECT heuristic, score, base_rate, lift, grp AS \"group\", direct, side, maps, threshold "
+        "FROM heuristic_scores WHERE sweep_id=? AND layer=? AND neuron=? AND matched ORDER BY score DESC",
+        [sweep_id, layer, neuron])

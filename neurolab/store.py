@@ -43,6 +43,20 @@ CREATE TABLE IF NOT EXISTS neuron_maps (
     PRIMARY KEY (sweep_id, layer, neuron, chunk));
 CREATE TABLE IF NOT EXISTS sweep_progress (
     sweep_id INTEGER, layer INTEGER, chunk INTEGER, PRIMARY KEY (sweep_id, layer, chunk));
+CREATE TABLE IF NOT EXISTS importance (
+    sweep_id INTEGER, method VARCHAR, n_prompts INTEGER, seed INTEGER, layer INTEGER, neuron INTEGER,
+    mean DOUBLE, std DOUBLE, score DOUBLE, rank INTEGER,
+    PRIMARY KEY (sweep_id, method, n_prompts, seed, layer, neuron));
+CREATE TABLE IF NOT EXISTS heuristic_scores (
+    sweep_id INTEGER, maps VARCHAR, top_n INTEGER, threshold DOUBLE, layer INTEGER, neuron INTEGER,
+    importance_rank INTEGER, heuristic VARCHAR, family VARCHAR, grp VARCHAR, direct BOOLEAN, params VARCHAR,
+    score DOUBLE, k INTEGER, base_rate DOUBLE, lift DOUBLE, side VARCHAR, matched BOOLEAN);
+CREATE TABLE IF NOT EXISTS classification_runs (
+    sweep_id INTEGER, maps VARCHAR, top_n INTEGER, threshold DOUBLE, layer INTEGER,
+    created TIMESTAMP DEFAULT current_timestamp, PRIMARY KEY (sweep_id, maps, top_n, threshold, layer));
+CREATE OR REPLACE VIEW neuron_heuristics AS
+    SELECT s.fingerprint, s.op, s.template, s.max_op, h.* EXCLUDE (sweep_id)
+    FROM heuristic_scores h JOIN sweeps s USING (sweep_id);
 CREATE OR REPLACE VIEW activations AS
     SELECT s.fingerprint, s.op, s.template, s.max_op, m.layer, m.neuron, p.idx, p.op1, p.op2, p.answer, p.correct,
            m.k, m.kv
@@ -52,7 +66,8 @@ CREATE OR REPLACE VIEW activations AS
     JOIN prompts p ON p.sweep_id = m.sweep_id AND p.idx = m.chunk * s.chunk_size + m.pos;
 """
 
-TABLES = ("models", "sweeps", "prompts", "neuron_maps", "sweep_progress", "activations")
+TABLES = ("models", "sweeps", "prompts", "neuron_maps", "sweep_progress", "importance", "heuristic_scores",
+          "classification_runs", "activations", "neuron_heuristics")
 
 
 class StoreError(NeurolabError):
@@ -132,6 +147,23 @@ class Store:
                 self._con = self._open()
             yield self._con
 
+    @contextmanager
+    def transaction(self, **relations: pd.DataFrame | pa.Table) -> Iterator[duckdb.DuckDBPyConnection]:
+        """All-or-nothing writes, with ``relations`` registered as named views for ``INSERT ... SELECT``."""
+        with self.cursor() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for name, relation in relations.items():
+                    con.register(name, relation)
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            finally:
+                for name in relations:
+                    con.unregister(name)
+
     def close(self) -> None:
         with self._lock:
             if self._con is not None:
@@ -180,25 +212,81 @@ class Store:
         rows = prompts.assign(sweep_id=sweep_id)[
             ["sweep_id", "idx", "op1", "op2", "answer", "prompt", "top1", "top1_prob", "answer_prob", "correct"]
         ]
-        with self.cursor() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                con.register("chunk_prompts", rows)
-                con.execute("INSERT INTO prompts SELECT * FROM chunk_prompts ON CONFLICT DO NOTHING")
-                for table in tables:
-                    con.register("chunk_maps", table)
-                    con.execute("INSERT INTO neuron_maps SELECT * FROM chunk_maps")
-                con.register("chunk_progress", progress)
-                con.execute("INSERT INTO sweep_progress SELECT * FROM chunk_progress")
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            finally:
-                for name in ("chunk_prompts", "chunk_maps", "chunk_progress"):
-                    con.unregister(name)
+        maps_table = pa.concat_tables(tables)
+        with self.transaction(chunk_prompts=rows, chunk_maps=maps_table, chunk_progress=progress) as con:
+            con.execute("INSERT INTO prompts SELECT * FROM chunk_prompts ON CONFLICT DO NOTHING")
+            con.execute("INSERT INTO neuron_maps SELECT * FROM chunk_maps")
+            con.execute("INSERT INTO sweep_progress SELECT * FROM chunk_progress")
+
+    def write_importance(self, sweep_id: int, n_prompts: int, seed: int, frame: pd.DataFrame) -> None:
+        """Replace one importance run (``frame``: method, layer, neuron, mean, std, score, rank)."""
+        rows = frame.assign(sweep_id=sweep_id, n_prompts=n_prompts, seed=seed)[
+            ["sweep_id", "method", "n_prompts", "seed", "layer", "neuron", "mean", "std", "score", "rank"]]
+        methods = sorted(set(rows["method"]))
+        layers = sorted(set(int(x) for x in rows["layer"]))
+        with self.transaction(importance_rows=rows) as con:
+            con.execute(
+                f"DELETE FROM importance WHERE sweep_id=? AND n_prompts=? AND seed=? AND method IN "
+                f"({','.join('?' * len(methods))}) AND layer IN ({','.join(map(str, layers))})",
+                [sweep_id, n_prompts, seed, *methods])
+            con.execute("INSERT INTO importance SELECT * FROM importance_rows")
+
+    def write_classification(self, sweep_id: int, maps: str, top_n: int, threshold: float, layer: int,
+                             frame: pd.DataFrame) -> None:
+        """Replace one layer's heuristic scores of one classification run, and mark the run complete."""
+        columns = ["layer", "neuron", "importance_rank", "heuristic", "family", "grp", "direct", "params", "score",
+                   "k", "base_rate", "lift", "side", "matched"]
+        rows = frame.rename(columns={"group": "grp"}).assign(sweep_id=sweep_id, maps=maps, top_n=top_n,
+                                                              threshold=threshold, layer=layer)
+        rows = rows[["sweep_id", "maps", "top_n", "threshold", *columns]]
+        key = [sweep_id, maps, top_n, threshold, layer]
+        where = "sweep_id=? AND maps=? AND top_n=? AND threshold=? AND layer=?"
+        with self.transaction(score_rows=rows) as con:
+            con.execute(f"DELETE FROM heuristic_scores WHERE {where}", key)
+            con.execute(f"DELETE FROM classification_runs WHERE {where}", key)
+            con.execute("INSERT INTO heuristic_scores SELECT * FROM score_rows")
+            con.execute("INSERT INTO classification_runs (sweep_id, maps, top_n, threshold, layer) "
+                        "VALUES (?, ?, ?, ?, ?)", key)
 
     # --- reads ---------------------------------------------------------------------------------------------------
+
+    def importance(self, sweep_id: int, method: str, n_prompts: int, seed: int) -> pd.DataFrame:
+        """A stored importance run (empty when absent)."""
+        with self.cursor() as con:
+            return con.execute(
+                "SELECT * EXCLUDE (sweep_id) FROM importance WHERE sweep_id=? AND method=? AND n_prompts=? "
+                "AND seed=? ORDER BY layer, neuron", [sweep_id, method, n_prompts, seed]).df()
+
+    def classified_layers(self, sweep_id: int, maps: str, top_n: int, threshold: float) -> list[int]:
+        with self.cursor() as con:
+            rows = con.execute("SELECT layer FROM classification_runs WHERE sweep_id=? AND maps=? AND top_n=? "
+                               "AND threshold=? ORDER BY layer", [sweep_id, maps, top_n, threshold]).fetchall()
+        return [r[0] for r in rows]
+
+    def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        """Any read-only SQL over the store (tables and views as documented in the README)."""
+        with self.cursor() as con:
+            return con.execute(sql, params or []).df()
+
+    def layer_maps(self, sweep_id: int, layer: int, neurons: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """K and KV maps of several neurons of one layer in one query: ``[len(neurons), n_prompts]`` each."""
+        if not neurons:
+            return np.empty((0, 0), np.float32), np.empty((0, 0), np.float32)
+        ids = ",".join(str(int(n)) for n in neurons)
+        with self.cursor() as con:
+            table = con.sql(
+                f"SELECT neuron, k, kv FROM neuron_maps WHERE sweep_id={int(sweep_id)} AND layer={int(layer)} "
+                f"AND neuron IN ({ids}) ORDER BY neuron, chunk").to_arrow_table()
+        order = np.asarray(table.column("neuron"))
+        k = np.asarray(table.column("k").combine_chunks().flatten())
+        kv = np.asarray(table.column("kv").combine_chunks().flatten())
+        found = np.unique(order)
+        if len(found) != len(set(neurons)):
+            raise StoreError(f"layer {layer} of sweep {sweep_id} lacks some of the requested neurons")
+        k, kv = k.reshape(len(found), -1), kv.reshape(len(found), -1)
+        position = {int(n): i for i, n in enumerate(found)}
+        pick = [position[int(n)] for n in neurons]
+        return k[pick], kv[pick]
 
     def done(self, sweep_id: int) -> set[tuple[int, int]]:
         """The completed (layer, chunk) pieces of a sweep."""

@@ -1,14 +1,22 @@
 """One neuron over the op1 x op2 grid: its K or KV map, folded modulo n, and against the result."""
 
+import numpy as np
 import streamlit as st
 
 from neurolab.adapters import neuron_label, parse_neuron_label
 from neurolab.arithmetic import OP_NAMES, OPERATORS
 from neurolab.errors import NeurolabError
-from neurolab.figures import folded_figure, grid_heatmap, result_figure
+from neurolab.figures import (
+    folded_figure,
+    grid_heatmap,
+    heuristic_mask_figure,
+    number_line_figure,
+    result_figure,
+)
 from neurolab.grid import TEMPLATES, OperandGrid, PromptTemplate
-from neurolab.neuron_maps import MAP_KINDS, load_neuron_map, most_active
+from neurolab.neuron_maps import MAP_KINDS, load_neuron_map, most_active, neuron_matches
 from neurolab.sweep import find_sweep, run_sweep
+from neurolab.value_lens import matching_set, number_line, result_predicate
 from pages import model_sidebar, shared_store
 
 st.set_page_config(page_title="neurolab · operand grid", page_icon="🧮", layout="wide")
@@ -73,7 +81,28 @@ except ValueError as error:
     st.stop()
 
 nmap = load_neuron_map(store, sweep_id, target_layer, neuron, kind, prompts=prompts)
-st.plotly_chart(grid_heatmap(nmap, int(max_op), op), key="grid_heatmap")
+matches = neuron_matches(store, sweep_id, target_layer, neuron)
+operands = (prompts["op1"].to_numpy(), prompts["op2"].to_numpy(), prompts["answer"].to_numpy())
+overlay = None
+if matches.empty:
+    st.caption(f"{nmap.label} has no stored heuristic match for {op} (classify it on the Heuristic Atlas page).")
+else:
+    st.subheader(f"{nmap.label}'s heuristics")
+    st.dataframe(matches, hide_index=True)
+    overlay = st.selectbox("Draw the matching set of", [None, *matches["heuristic"]], key="grid_overlay")
+if overlay is not None:
+    mask = matching_set(overlay, *operands)
+    left_fig, right_fig = st.columns(2)
+    left_fig.plotly_chart(grid_heatmap(nmap, int(max_op), op), key="grid_heatmap")
+    right_fig.plotly_chart(heuristic_mask_figure(nmap, mask, int(max_op), overlay), key="grid_mask")
+else:
+    st.plotly_chart(grid_heatmap(nmap, int(max_op), op), key="grid_heatmap")
+predicate = result_predicate(overlay) if overlay else None
+results = operands[2]
+line = number_line(model, target_layer, neuron)
+st.plotly_chart(number_line_figure(line, nmap.label, results,
+                                   predicate(np.arange(len(line))) if predicate else None, overlay or ""),
+                key="grid_number_line")
 n = st.slider("Fold modulo n", 2, 20, 10, key="grid_mod")
 a, b = st.columns(2)
 a.plotly_chart(folded_figure(nmap, n), key="grid_folded")

@@ -1,0 +1,154 @@
+"""Which neurons matter for an operator: attribution patching, exact activation patching, and where heuristics start.
+
+The method is that of ``../shared/science.md`` (part A, "Which neurons are analysed"): for a correct clean prompt
+and a random counterfactual prompt with another answer, the indirect effect of patching a neuron's last-position
+activation is IE = ½ [(p*(r') - p(r'))/p(r') + (p(r) - p*(r))/p*(r)]. Attribution patching linearises it at the
+clean run, where its gradient is ½ ∇(log p(r') - log p(r)), so one forward and one backward pass score every
+neuron: (a_corrupt - a_clean) · ∇. Neurons are ranked by mean + std of that score over prompts, as the published
+code does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .capture import neuron_gradients, run
+from .model import LoadedModel
+
+METHODS = ("attribution", "activation")
+
+
+@dataclass(frozen=True)
+class PromptPairs:
+    """Clean (correct) prompts, their counterfactuals, and both answers' token ids."""
+
+    clean: list[str]
+    corrupt: list[str]
+    clean_answer: torch.Tensor  # token ids r
+    corrupt_answer: torch.Tensor  # token ids r'
+    clean_value: torch.Tensor  # the integer answers of the clean prompts
+
+
+def prompt_pairs(model: LoadedModel, prompts: pd.DataFrame, n_prompts: int = 50, seed: int = 0) -> PromptPairs:
+    """``n_prompts`` correct grid prompts (seeded) and, for each, a random grid prompt with a different answer.
+
+    ``prompts`` is a sweep's prompt table (``prompt``, ``answer``, ``correct``).
+    """
+    rng = np.random.default_rng(seed)
+    correct = np.flatnonzero(prompts["correct"].to_numpy())
+    if len(correct) == 0:
+        raise ValueError("the model answers no prompt of this grid correctly, so there is nothing to attribute")
+    clean = rng.choice(correct, size=min(n_prompts, len(correct)), replace=False)
+    answers = prompts["answer"].to_numpy()
+    if len(np.unique(answers)) < 2:
+        raise ValueError("every prompt of this grid has the same answer: no counterfactual exists")
+    corrupt = []
+    for i in clean:
+        j = int(rng.integers(len(prompts)))
+        while answers[j] == answers[i]:
+            j = int(rng.integers(len(prompts)))
+        corrupt.append(j)
+    ids = np.asarray(model.number_token_ids)
+    text = prompts["prompt"].tolist()
+    return PromptPairs(
+        clean=[text[i] for i in clean], corrupt=[text[j] for j in corrupt],
+        clean_answer=torch.as_tensor(ids[answers[clean]]), corrupt_answer=torch.as_tensor(ids[answers[corrupt]]),
+        clean_value=torch.as_tensor(answers[clean]),
+    )
+
+
+def _summarise(scores: dict[int, torch.Tensor], method: str) -> pd.DataFrame:
+    """Per neuron: mean and std of the per-prompt score, and the ranking score mean + std."""
+    frames = []
+    for layer, values in scores.items():  # values: [prompts, d_mlp]
+        mean, std = values.mean(0), values.std(0, unbiased=False)
+        frames.append(pd.DataFrame({
+            "layer": layer, "neuron": np.arange(values.shape[1]), "mean": mean.numpy(), "std": std.numpy(),
+            "score": (mean + std).numpy(),
+        }))
+    frame = pd.concat(frames, ignore_index=True)
+    frame["rank"] = frame.groupby("layer")["score"].rank(ascending=False, method="first").astype(int) - 1
+    frame["method"] = method
+    return frame
+
+
+def attribution_patching(model: LoadedModel, pairs: PromptPairs, layers: Sequence[int] | None = None,
+                         batch_size: int = 256) -> pd.DataFrame:
+    """Attribution-patching estimate of every neuron's IE; one row per (layer, neuron)."""
+    layers = list(range(model.n_layers)) if layers is None else sorted(layers)
+    corrupt = run(model, pairs.corrupt, layers=layers).neurons
+    parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    for lo in range(0, len(pairs.clean), batch_size):
+        hi = lo + batch_size
+        acts, grads = neuron_gradients(model, pairs.clean[lo:hi], layers, pairs.clean_answer[lo:hi],
+                                       pairs.corrupt_answer[lo:hi])
+        for layer in layers:
+            parts[layer].append(0.5 * (corrupt[layer][lo:hi] - acts[layer]) * grads[layer])
+    return _summarise({layer: torch.cat(p) for layer, p in parts.items()}, "attribution")
+
+
+def indirect_effect(p_clean: torch.Tensor, p_patched: torch.Tensor, r: torch.Tensor, r_cf: torch.Tensor) -> torch.Tensor:
+    """science.md's IE from next-token probabilities before (``[B, V]``) and after (``[..., B, V]``) a patch."""
+    rows = torch.arange(len(r))
+    before_r, before_cf = p_clean[rows, r], p_clean[rows, r_cf]
+    after_r, after_cf = p_patched[..., rows, r], p_patched[..., rows, r_cf]
+    return 0.5 * ((after_cf - before_cf) / before_cf + (before_r - after_r) / after_r)
+
+
+def activation_patching(model: LoadedModel, pairs: PromptPairs, layers: Sequence[int] | None = None,
+                        neurons_per_batch: int = 64,
+                        progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    """Exact IE of patching each neuron alone (clean run, that neuron's last-position value from the corrupt run).
+
+    Costs one forward pass per neuron and prompt, batched as ``neurons_per_batch`` copies of the prompts: meant
+    for small models, to check attribution patching against.
+    """
+    layers = list(range(model.n_layers)) if layers is None else sorted(layers)
+    n = len(pairs.clean)
+    corrupt = run(model, pairs.corrupt, layers=layers).neurons
+    p_clean = run(model, pairs.clean).logits.softmax(-1)
+    scores: dict[int, torch.Tensor] = {}
+    total, done = len(layers) * model.d_mlp, 0
+    for layer in layers:
+        effects = torch.empty(n, model.d_mlp)
+        for lo in range(0, model.d_mlp, neurons_per_batch):
+            chunk = torch.arange(lo, min(model.d_mlp, lo + neurons_per_batch))
+            rows = torch.arange(len(chunk) * n)
+            neurons = chunk.repeat_interleave(n)
+            values = corrupt[layer][rows % n, neurons]
+            patched = run(model, pairs.clean * len(chunk), patch={layer: (rows, neurons, values)},
+                          batch_size=len(rows)).logits.softmax(-1).view(len(chunk), n, -1)
+            effects[:, chunk] = indirect_effect(p_clean, patched, pairs.clean_answer, pairs.corrupt_answer).T
+            done += len(chunk)
+            if progress:
+                progress(done, total)
+        scores[layer] = effects
+    return _summarise(scores, "activation")
+
+
+def first_heuristics_layer(model: LoadedModel, pairs: PromptPairs, fraction: float = 0.25,
+                           ) -> tuple[int, pd.DataFrame]:
+    """The first layer whose MLP output promotes the answer at the last position, with the per-layer evidence.
+
+    Evidence per layer, over the clean (correct) prompts: the MLP output's direct logit on the answer minus its
+    mean logit over all number tokens (through the final norm's scale), and how often the answer is that layer's
+    top-10 promoted number. The first heuristics layer is the first whose mean promotion reaches ``fraction`` of
+    the largest layer's.
+    """
+    capture = run(model, pairs.clean, layers=None)
+    answers = pairs.clean_value
+    rows = []
+    for layer in range(model.n_layers):
+        logits = capture.neurons[layer] @ model.number_logit_lens(layer)  # [prompts, numbers]
+        promotion = logits[torch.arange(len(answers)), answers] - logits.mean(-1)
+        top10 = (logits.topk(10, dim=-1).indices == answers[:, None]).any(-1).float()
+        rows.append({"layer": layer, "promotion": float(promotion.mean()), "answer_in_top10": float(top10.mean())})
+    evidence = pd.DataFrame(rows)
+    best = evidence["promotion"].max()
+    above = evidence.index[evidence["promotion"] >= fraction * best] if best > 0 else evidence.index[-1:]
+    return int(evidence.loc[above[0], "layer"]), evidence

@@ -1,0 +1,72 @@
+"""Every classified neuron of the model: filter, sort, search, and open one on the Operand Grid."""
+
+import streamlit as st
+
+from neurolab.arithmetic import OPERATORS
+from neurolab.atlas import atlas, counts, search
+from neurolab.classification import MAP_MODES, ClassifySettings, classify_operator
+from neurolab.figures import atlas_counts_figure
+from neurolab.grid import TEMPLATES
+from pages import model_sidebar, shared_store
+
+st.set_page_config(page_title="neurolab · heuristic atlas", page_icon="🧮", layout="wide")
+st.title("Heuristic Atlas")
+model = model_sidebar()
+store = shared_store()
+
+with st.expander("Classify an operator", expanded=False):
+    c1, c2, c3, c4, c5 = st.columns(5)
+    op = c1.selectbox("Operator", OPERATORS, key="atlas_op")
+    max_op = c2.number_input("max_op", 2, model.max_single_token + 1, 100, key="atlas_max_op")
+    maps = c3.selectbox("Maps", MAP_MODES, index=MAP_MODES.index("hybrid"), key="atlas_maps",
+                        help="hybrid: result heuristics judged on KV maps, operand heuristics on K maps (the paper's)")
+    top_n = c4.number_input("Top neurons per layer", 1, model.d_mlp, min(200, model.d_mlp), key="atlas_top_n")
+    threshold = c5.slider("Threshold", 0.3, 1.0, 0.6, 0.05, key="atlas_threshold")
+    if st.button("Classify", key="atlas_classify"):
+        bar = st.progress(0.0, text="starting ...")
+        result = classify_operator(
+            model, store, op, int(max_op), TEMPLATES["plain"],
+            ClassifySettings(maps=maps, top_n=int(top_n), threshold=float(threshold)),
+            progress=lambda stage, f: bar.progress(min(1.0, f), text=stage))
+        bar.empty()
+        st.success(f"{op}: layers {result.layers} classified (first heuristics layer {result.first_layer}).")
+        st.dataframe(result.coverage(), hide_index=True)
+        st.caption("Per-layer evidence for the first heuristics layer (how much the MLP output promotes the answer):")
+        st.dataframe(result.evidence, hide_index=True)
+
+frame = atlas(store, model.fingerprint)
+if frame.empty:
+    st.info("Nothing classified for this model yet: open 'Classify an operator' above, or run "
+            "`python -m neurolab classify --op +` and reload.")
+    st.stop()
+
+f1, f2, f3, f4 = st.columns(4)
+ops = f1.multiselect("Operators", sorted(frame["op"].unique()), key="atlas_f_ops")
+layers = f2.multiselect("Layers", sorted(frame["layer"].unique()), key="atlas_f_layers")
+groups = f3.multiselect("Groups", sorted(frame["grp"].unique()), key="atlas_f_groups")
+kind = f4.radio("Kind", ["all", "direct", "indirect"], horizontal=True, key="atlas_f_kind")
+s1, s2 = st.columns([2, 1])
+query = s1.text_input("Search heuristics", placeholder="result 0 mod 10, op1 range 100-150, same operand",
+                      key="atlas_search")
+min_score = s2.slider("Minimum score", 0.0, 1.0, 0.6, 0.05, key="atlas_min_score")
+
+view = search(frame, query)
+view = view[view["score"] >= min_score]
+for column, chosen in (("op", ops), ("layer", layers), ("grp", groups)):
+    if chosen:
+        view = view[view[column].isin(chosen)]
+if kind != "all":
+    view = view[view["direct"] == (kind == "direct")]
+
+st.caption(f"{len(view):,} matches over {view[['op', 'layer', 'neuron']].drop_duplicates().shape[0]:,} neurons.")
+st.plotly_chart(atlas_counts_figure(counts(view)), key="atlas_counts")
+event = st.dataframe(view, hide_index=True, on_select="rerun", selection_mode="single-row", key="atlas_table")
+rows = event.selection.rows if event is not None else []
+if rows:
+    row = view.iloc[rows[0]]
+    if st.button(f"Open {row['label']} ({row['op']}) on the Operand Grid", key="atlas_open"):
+        st.session_state.update({
+            "grid_op": row["op"], "grid_max_op": int(row["max_op"]), "grid_typed": row["label"],
+            "grid_template": next((n for n, t in TEMPLATES.items() if t.key == row["template"]), "plain"),
+        })
+        st.switch_page("pages/2_Operand_Grid.py")

@@ -1,0 +1,76 @@
+"""The Operand Grid and Heuristic Atlas pages, driven with AppTest on the embedded model and a temp store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parent.parent
+GRID = str(ROOT / "pages" / "2_Operand_Grid.py")
+ATLAS = str(ROOT / "pages" / "3_Heuristic_Atlas.py")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def temp_store(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NEUROLAB_STORE", str(tmp_path_factory.mktemp("pages") / "store.duckdb"))
+    st.cache_resource.clear()  # the page's shared store must open the temp file
+    yield
+    st.cache_resource.clear()
+    mp.undo()
+
+
+def page(path: str) -> AppTest:
+    at = AppTest.from_file(path, default_timeout=300)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_grid_page_offers_the_sweep_then_shows_the_neuron(embedded):
+    at = page(GRID)
+    at.number_input(key="grid_max_op").set_value(40).run()
+    assert "not cached" in at.info[0].value
+    at.button(key="run_sweep").click().run()
+    assert not at.exception and "Stored 1,600 prompts" in at.success[0].value
+    charts = at.get("plotly_chart")
+    assert len(charts) == 4  # heatmap, folded, against result, value vector on the number line
+    heatmap = json.loads(charts[0].proto.spec)["data"][0]
+    assert heatmap["zmid"] == 0 and len(heatmap["z"]) == 40
+    at.text_input(key="grid_typed").set_value("L3N5").run()
+    assert not at.error
+    assert "L3N5" in json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["title"]["text"]
+    at.slider(key="grid_mod").set_value(7).run()
+    assert len(json.loads(at.get("plotly_chart")[1].proto.spec)["data"][0]["z"]) == 7
+    at.radio(key="grid_kind").set_value("KV").run()
+    assert "KV map" in json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["title"]["text"]
+    at.text_input(key="grid_typed").set_value("neuron 5").run()
+    assert "not a neuron" in at.error[0].value
+
+
+def test_atlas_classifies_filters_and_lists_matches_on_the_grid_page(embedded):
+    at = page(ATLAS)
+    assert "Nothing classified" in at.info[0].value
+    at.number_input(key="atlas_top_n").set_value(50)
+    at.button(key="atlas_classify").click().run()
+    assert not at.exception and "classified" in at.success[0].value
+    table = at.dataframe[-1].value
+    assert len(table) > 0 and table["score"].min() >= 0.6
+    at.text_input(key="atlas_search").set_value("result range").run()
+    filtered = at.dataframe[-1].value
+    assert 0 < len(filtered) < len(table) and filtered["heuristic"].str.startswith("result_range").all()
+    row = filtered.iloc[0]
+    # what the Atlas' "open" button sets, then the grid page shows that neuron's matches
+    grid = AppTest.from_file(GRID, default_timeout=300)
+    grid.session_state["grid_typed"] = row["label"]
+    grid.run()
+    assert not grid.exception and not grid.error
+    matches = grid.dataframe[0].value
+    assert row["heuristic"] in set(matches["heuristic"])
+    grid.selectbox(key="grid_overlay").set_value(row["heuristic"]).run()
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in grid.get("plotly_chart")]
+    assert any(row["heuristic"] in t for t in titles)
