@@ -141,11 +141,16 @@ class Store:
 
     @contextmanager
     def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A cursor on the shared connection, under the store's lock (DuckDB connections are not thread-safe)."""
+        """A fresh cursor on the shared database, closed afterwards, so a half-read result never blocks the next
+        call; under the store's lock, so writes from several threads cannot interleave."""
         with self._lock:
             if self._con is None:
                 self._con = self._open()
-            yield self._con
+            cursor = self._con.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
 
     @contextmanager
     def transaction(self, **relations: pd.DataFrame | pa.Table) -> Iterator[duckdb.DuckDBPyConnection]:
