@@ -22,27 +22,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from neurolab.arithmetic import answer, valid_pairs  # noqa: E402
 from neurolab.heuristics import classify, classify_reference, matches, static_heuristics  # noqa: E402
 
-PLANTS = [  # when a planted neuron fires
-    lambda op1, op2, result: op1 % 7 == 3,
-    lambda op1, op2, result: (20 <= op2) & (op2 < 30),
-    lambda op1, op2, result: result % 10 == 7,
-    lambda op1, op2, result: op1 == op2,
-    lambda op1, op2, result: (40 <= result) & (result < 50),
-    lambda op1, op2, result: (op1 % 2 == 0) & (op2 % 2 == 0),
-    lambda op1, op2, result: np.isin(result, [1, 2, 3]),
-]
+PLANTS = {  # when a planted neuron fires
+    "op1=3mod7": lambda op1, op2, result: op1 % 7 == 3,
+    "op2 in [20,30)": lambda op1, op2, result: (20 <= op2) & (op2 < 30),
+    "result ends in 7": lambda op1, op2, result: result % 10 == 7,
+    "op1==op2": lambda op1, op2, result: op1 == op2,
+    "result in [40,50)": lambda op1, op2, result: (40 <= result) & (result < 50),
+    "both operands even": lambda op1, op2, result: (op1 % 2 == 0) & (op2 % 2 == 0),
+    "result in {1,2,3}": lambda op1, op2, result: np.isin(result, [1, 2, 3]),
+}
 N_CONSTANT = 4
 
 
-def synthetic_maps(op1: np.ndarray, op2: np.ndarray, result: np.ndarray, n_neurons: int, seed: int) -> np.ndarray:
-    """Noise everywhere; every 4th neuron plus a planted heuristic (every 8th one negative); a few constants."""
+def synthetic_maps(op1: np.ndarray, op2: np.ndarray, result: np.ndarray, n_neurons: int,
+                   seed: int) -> tuple[np.ndarray, dict[int, str]]:
+    """Noise everywhere; every 4th neuron plus a planted heuristic (every other one negative); the last few constant.
+    Also which plant each planted neuron has."""
     rng = np.random.default_rng(seed)
     maps = rng.normal(size=(n_neurons, len(op1)))
-    for i in range(0, n_neurons, 4):
+    plants = {}
+    for i in range(0, n_neurons - N_CONSTANT, 4):
+        name = list(PLANTS)[i // 4 % len(PLANTS)]
         sign = -1.0 if i % 8 == 4 else 1.0
-        maps[i] = sign * PLANTS[i // 4 % len(PLANTS)](op1, op2, result) + 0.1 * maps[i]
+        maps[i] = sign * PLANTS[name](op1, op2, result) + 0.1 * maps[i]
+        plants[i] = f"{name} ({'negative' if sign < 0 else 'positive'})"
     maps[-N_CONSTANT:] = rng.normal(size=(N_CONSTANT, 1))
-    return maps
+    return maps, plants
 
 
 def timed(fn) -> tuple[float, pd.DataFrame]:
@@ -68,8 +73,9 @@ def bench(op: str, args: argparse.Namespace) -> bool:
     pairs = np.array(valid_pairs(op, args.max_op, args.max_single_token))
     op1, op2 = pairs[:, 0], pairs[:, 1]
     result = np.array([answer(a, op, b) for a, b in pairs])
-    maps = synthetic_maps(op1, op2, result, args.neurons, args.seed)
+    maps, plants = synthetic_maps(op1, op2, result, args.neurons, args.seed)
     kv_maps = maps * np.random.default_rng(args.seed + 1).uniform(0.5, 1.5, size=maps.shape)
+    kv_maps[-N_CONSTANT:] = maps[-N_CONSTANT:]  # constant on both maps
     call = dict(kv_maps=kv_maps, mode=args.mode, bottom=args.bottom, seed=args.seed)
     grid = (maps, op, op1, op2, result, args.max_op, args.max_single_token)
     n_static = len(static_heuristics(op, op1, op2, result, args.max_op, args.max_single_token))
@@ -88,12 +94,15 @@ def bench(op: str, args: argparse.Namespace) -> bool:
     slow_time, slow = timed(lambda: classify_reference(*grid, **call))
 
     found = matches(fast)
-    planted = found["neuron"] % 4 == 0
-    noise = found[~planted & (found["neuron"] < args.neurons - N_CONSTANT)]
-    print(f"rows {len(fast):,}; matched {len(found):,} (neuron, heuristic) pairs: "
-          f"{found.loc[planted, 'neuron'].nunique()} of {len(range(0, args.neurons, 4))} planted neurons, "
-          f"{noise['neuron'].nunique()} noise neurons (least base rate among those: "
-          f"{noise['base_rate'].min() if len(noise) else float('nan'):.2f})")
+    constant = set(range(args.neurons - N_CONSTANT, args.neurons))
+    noise = found[~found["neuron"].isin(set(plants) | constant)]
+    by_plant = pd.Series(plants)
+    recovered = by_plant.groupby(by_plant).agg(lambda s: f"{s.index.isin(found['neuron']).sum()}/{len(s)}")
+    print(f"rows {len(fast):,}; matched {len(found):,} (neuron, heuristic) pairs")
+    print("planted neurons with a match: " + ", ".join(f"{name} {count}" for name, count in recovered.items()))
+    print(f"constant neurons with rows: {fast['neuron'].isin(constant).sum()}; noise neurons with a match: "
+          f"{noise['neuron'].nunique()} of {args.neurons - len(plants) - N_CONSTANT}"
+          + (f" (least base rate among their matches: {noise['base_rate'].min():.2f})" if len(noise) else ""))
     fast_median = statistics.median(fast_times)
     print(f"vectorised classify: median {fast_median:.3f} s of {args.repeats} "
           f"({', '.join(f'{t:.3f}' for t in fast_times)}), peak traced memory {peak / 2 ** 20:.0f} MiB")

@@ -319,8 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_importance)
 
     p = sub.add_parser("export", help="write a store table or a SELECT query to .parquet or .csv")
-    p.add_argument("source", help="a table (models, sweeps, prompts, neuron_maps, sweep_progress, activations) "
-                                  "or a SELECT query")
+    p.add_argument("source", help="a table or view (models, sweeps, prompts, neuron_values, sweep_progress, "
+                                  "importance, heuristic_scores, classification_runs, activations, "
+                                  "neuron_heuristics) or a SELECT query")
     p.add_argument("out", help="output file, .parquet or .csv")
     _store_arg(p)
     p.set_defaults(run=_export)

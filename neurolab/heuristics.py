@@ -2,9 +2,10 @@
 
 A neuron implements a heuristic when, among its top-k prompts (k set per family), the fraction that satisfy the
 heuristic reaches the threshold (0.6). :func:`classify` scores every neuron against every heuristic at once: one
-sort per neuron, then per distinct k a top-k membership matrix times the heuristics' mask matrix, and per-neuron
-histograms of digit codes for the data-dependent patterns. :func:`classify_reference` is the same definition as
-plain loops; it exists so that the tests and the benchmark can check the fast path against it.
+sort per neuron; then, per distinct k, a histogram of the value the heuristics read (op1, op2, result, or the
+prompt itself: the top-k membership matrix) over each neuron's top-k prompts, times the heuristics' masks over that
+value; and per-neuron histograms of digit codes for the data-dependent patterns. :func:`classify_reference` is the
+same definition as plain loops; it exists so that the tests and the benchmark can check the fast path against it.
 """
 
 from __future__ import annotations
@@ -166,6 +167,11 @@ def _jobs(maps, kv_maps, mode: str, n_prompts: int) -> list[tuple[np.ndarray, tu
 def _prefix(pattern: str) -> bool:
     """``1..`` / ``12.``: a range of values, left to the range families."""
     return pattern[0] != "." and pattern[-1] == "."
+
+
+def _pattern_values(op: str, directs: tuple[bool, ...]) -> list[str]:
+    """The values whose digit patterns are looked for: operands (indirect), the result (direct; never for `/`)."""
+    return (["op1", "op2"] if False in directs else []) + (["result"] if True in directs and op != "/" else [])
 
 
 def _pattern_name(of: str, pattern: str) -> str:
@@ -336,9 +342,11 @@ def classify(maps: np.ndarray, op: str, op1: np.ndarray, op2: np.ndarray, result
     ``score`` (fraction of the top-k prompts that satisfy the heuristic), ``base_rate`` (its chance level: the
     share of valid prompts satisfying it), ``lift`` (score / base_rate), ``side`` ("bottom" where ``bottom`` is set
     and the ascending order scored higher), ``matched`` (score >= threshold and not dropped by science.md's
-    post-processing; ``note`` says why a row was dropped). Patterns and multi-values are found per neuron, so they
-    have rows only where found. Constant neurons have no rows at all. ``mode`` "hybrid" judges result (direct)
-    heuristics on ``kv_maps`` and operand ones on ``maps``.
+    post-processing; ``note`` says why a row was dropped). Patterns and multi-values are found per neuron (on either
+    side), so they have rows only where found. ``mode`` "hybrid" judges result (direct) heuristics on ``kv_maps``
+    and operand ones on ``maps``. A neuron constant on a map has no rows from that map (in hybrid mode a constant K
+    map can still give KV rows). Ties are ordered by a permutation drawn from ``seed``; bottom-k is the top order
+    reversed. Neurons are sorted in blocks, so memory stays near 0.3 GB whatever their number.
     """
     op1, op2, result = _grid(op, op1, op2, result)
     n_prompts = len(op1)
@@ -349,8 +357,7 @@ def classify(maps: np.ndarray, op: str, op1: np.ndarray, op2: np.ndarray, result
     parts, zero_neurons = [], []
     for source, directs in _jobs(maps, kv_maps, mode, n_prompts):
         scorer = _Static([h for h in static if h.direct in directs], op, grid)
-        judged = (["op1", "op2"] if False in directs else []) + (["result"] if True in directs and op != "/" else [])
-        patterns = [_Patterns(of, grid[of], k_pattern) for of in judged] if k_pattern else []
+        patterns = [_Patterns(of, grid[of], k_pattern) for of in _pattern_values(op, directs)] if k_pattern else []
         chunk = max(1, _CHUNK_CELLS // n_prompts)
         for start in range(0, len(source), chunk):
             block = np.asarray(source[start:start + chunk], dtype=np.float64)
@@ -437,8 +444,7 @@ def classify_reference(maps: np.ndarray, op: str, op1: np.ndarray, op2: np.ndarr
                     scores = {side: h.mask[order[:h.k]].sum() / h.k for side, order in orders.items()}
                     note = DIVISION_ZERO if _division_zero(op, h.family, h.params) else ""
                     emit(neuron, h.name, h.family, h.params, h.mask, h.k, scores, note)
-            judged = (["op1", "op2"] if False in directs else []) + (["result"] if True in directs and op != "/" else [])
-            for of in judged if k_pattern else []:
+            for of in _pattern_values(op, directs) if k_pattern else []:
                 found = set()
                 for order in orders.values():
                     counted = Counter(p for i in order[:k_pattern] for p in _wildcards(texts[of][i]))

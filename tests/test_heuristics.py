@@ -103,12 +103,14 @@ def test_noise_neurons_match_nothing_on_the_addition_grid(addition):
 
 
 @pytest.mark.parametrize("op", ["-", "*", "/"])
-def test_noise_matches_only_heuristics_at_high_chance_level(op):
+def test_noise_matches_only_at_chance(op):
     op1, op2, result = grid(op)
     maps = np.random.default_rng(1).normal(size=(N_NOISE, len(op1)))
     found = matches(classify(maps, op, op1, op2, result, MAX_OP, MAX_TOKEN, bottom=True))
-    # a raw score of 0.6 is chance for a heuristic that most prompts satisfy (science.md: show the base rate)
-    assert (found["base_rate"] >= 0.5).all(), found[found["base_rate"] < 0.5]
+    # the raw score is not corrected for chance: heuristics most prompts satisfy (- result_range_0_50: 0.75) or
+    # judged on few prompts (* result mods: k capped at max_op) reach 0.6 on noise; nothing beyond that
+    z = (found["score"] - found["base_rate"]) / np.sqrt(found["base_rate"] * (1 - found["base_rate"]) / found["k"])
+    assert (z < 5).all() and (found["base_rate"] >= 0.4).all(), found[z >= 5]
 
 
 def test_constant_neurons_get_no_rows(addition):
@@ -212,7 +214,8 @@ def test_bad_input_is_refused():
 
 
 # small grids; + and * with a single-token limit that cuts them; / large enough that the top 1000 is not everything
-@pytest.mark.parametrize("op, max_op, max_single_token", [("+", 30, 40), ("-", 30, 999), ("*", 30, 200), ("/", 50, 999)])
+@pytest.mark.parametrize("op, max_op, max_single_token",
+                         [("+", 30, 40), ("-", 30, 999), ("*", 30, 200), ("/", 50, 999)])
 @pytest.mark.parametrize("mode, bottom", [("K", False), ("hybrid", True)])
 def test_vectorised_equals_loop_reference(op, max_op, max_single_token, mode, bottom):
     op1, op2, result = grid(op, max_op, max_single_token)

@@ -61,7 +61,8 @@ def test_rerun_is_a_noop_and_new_layers_add_only_themselves(embedded, store):
     assert more.chunks_computed == more.chunks_total and more.sweep_id == first.sweep_id
     assert store.sweep_info(first.sweep_id)["complete_layers"] == [2, 3]
     with store.cursor() as con:
-        assert con.execute("SELECT count(*) FROM neuron_maps").fetchone()[0] == 2 * embedded.d_mlp * more.chunks_total
+        rows = con.execute("SELECT count(*) FROM neuron_values").fetchone()[0]
+    assert rows == 2 * embedded.d_mlp * more.n_prompts
 
 
 class Killed(Exception):
@@ -86,8 +87,9 @@ def test_interrupted_sweep_resumes_without_duplicates_or_gaps(embedded, tmp_path
     resumed = run_sweep(embedded, killed, "*", layers=[1, 3], max_op=MAX_OP, chunk_size=64)
     assert resumed.chunks_computed == reference.chunks_total - 2
     with killed.cursor() as con:
-        dupes = con.execute("""SELECT count(*) - count(DISTINCT (layer, neuron, chunk)) FROM neuron_maps""").fetchone()
+        dupes = con.execute("SELECT count(*) - count(DISTINCT (layer, neuron, idx)) FROM neuron_values").fetchone()
         assert dupes[0] == 0
+        assert con.execute("SELECT count(*) FROM neuron_values").fetchone()[0] == 2 * 512 * reference.n_prompts
         assert con.execute("SELECT count(*) FROM prompts").fetchone()[0] == reference.n_prompts
     for layer, n in ((1, 5), (3, 100)):
         a = whole.neuron_map(reference.sweep_id, layer, n)
