@@ -131,7 +131,7 @@ def activation_patching(model: LoadedModel, pairs: PromptPairs, layers: Sequence
     return _summarise(scores, "activation")
 
 
-def first_heuristics_layer(model: LoadedModel, pairs: PromptPairs, fraction: float = 0.25,
+def first_heuristics_layer(model: LoadedModel, pairs: PromptPairs, fraction: float = 0.05,
                            ) -> tuple[int, pd.DataFrame]:
     """The first layer whose MLP output promotes the answer at the last position, with the per-layer evidence.
 
