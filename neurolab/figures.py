@@ -73,6 +73,7 @@ def grid_heatmap(nmap: NeuronMap, max_op: int, op: str) -> go.Figure:
         height=620, margin=dict(l=10, r=10, t=50, b=10),
     )
     fig.update_yaxes(autorange="reversed", scaleanchor="x")
+    fig.update_xaxes(constrain="domain")
     return fig
 
 
@@ -107,20 +108,25 @@ def result_figure(nmap: NeuronMap) -> go.Figure:
 
 
 def atlas_counts_figure(table: pd.DataFrame) -> go.Figure:
-    """Neurons with a heuristic per layer, stacked by display group (one panel per operator)."""
+    """Neurons with a heuristic per layer, side by side per display group (one panel per operator); a neuron with
+    heuristics of two groups counts in both, so the bars are not stacked."""
     ops = sorted(table["op"].unique()) or ["+"]
     fig = make_subplots(rows=1, cols=len(ops), subplot_titles=[f"operator {op}" for op in ops], shared_yaxes=True)
     colours = {"range": "#1f77b4", "modulo": "#ff7f0e", "pattern": "#2ca02c", "other": "#9467bd"}
+    shown: set[str] = set()
     for col, op in enumerate(ops, start=1):
         part = table[table["op"] == op]
         for group, colour in colours.items():
             rows = part[part["grp"] == group]
+            if rows.empty:
+                continue
             fig.add_trace(go.Bar(x=rows["layer"], y=rows["neurons"], name=group, marker_color=colour,
-                                 legendgroup=group, showlegend=col == 1,
+                                 legendgroup=group, showlegend=group not in shown,
                                  hovertemplate=f"{group}: %{{y}} neurons in layer %{{x}}<extra></extra>"),
                           row=1, col=col)
+            shown.add(group)
         fig.update_xaxes(title_text="layer", dtick=1, row=1, col=col)
-    fig.update_layout(barmode="stack", title="Classified neurons per layer and group", height=330,
+    fig.update_layout(barmode="group", title="Classified neurons per layer and group", height=330,
                       yaxis_title="neurons", margin=dict(l=10, r=10, t=60, b=10))
     return fig
 
