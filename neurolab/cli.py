@@ -69,9 +69,12 @@ def _layers(text: str | None) -> list[int] | None:
     if text is None or text == "all":
         return None
     layers: list[int] = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        layers.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            layers.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
+    except ValueError:
+        raise NeurolabError(f"--layers {text!r}: write layers like 2,3 or 0-3 or all") from None
     return layers
 
 
@@ -81,6 +84,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from .store import Store
     from .sweep import run_sweep
 
+    layers = _layers(args.layers)
     model = load_model(args.model)
     template = _grid_args(args)
     store = Store(args.store)
@@ -93,7 +97,7 @@ def _sweep(args: argparse.Namespace) -> int:
             bar.n = done
             bar.refresh()
 
-        result = run_sweep(model, store, op, layers=_layers(args.layers), max_op=args.max_op, template=template,
+        result = run_sweep(model, store, op, layers=layers, max_op=args.max_op, template=template,
                            chunk_size=args.chunk_size, progress=progress, remote=args.remote)
         bar.close()
         state = "already cached, nothing to compute" if result.cached else (
@@ -336,6 +340,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except NeurolabError as error:
+    except (NeurolabError, ValueError) as error:  # the core raises ValueError only with a message for the user
         print(f"error: {error}", file=sys.stderr)
         return 2

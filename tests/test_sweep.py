@@ -176,3 +176,13 @@ def test_remote_path_runs_as_nnsights_local_dry_run(embedded):
     dry = run(embedded, prompts, layers=[1, 3], remote="local")
     assert torch.equal(here.logits, dry.logits)
     assert all(torch.equal(here.neurons[layer], dry.neurons[layer]) for layer in (1, 3))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--layers", "9"], "layer 9 does not exist"), (["--layers", "2,x"], "write layers like"),
+    (["--template", "{op1}+"], "lacks {op}, {op2}"),
+])
+def test_cli_sweep_bad_input_is_one_clear_line(tmp_path, args, message):
+    result = subprocess.run([sys.executable, "-m", "neurolab", "sweep", "--op", "+", "--quiet",
+                             "--store", str(tmp_path / "s.duckdb"), *args], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
