@@ -45,13 +45,15 @@ ops = f1.multiselect("Operators", sorted(frame["op"].unique()), key="atlas_f_ops
 layers = f2.multiselect("Layers", sorted(frame["layer"].unique()), key="atlas_f_layers")
 groups = f3.multiselect("Groups", sorted(frame["grp"].unique()), key="atlas_f_groups")
 kind = f4.radio("Kind", ["all", "direct", "indirect"], horizontal=True, key="atlas_f_kind")
-s1, s2 = st.columns([2, 1])
+s1, s2, s3 = st.columns([2, 1, 1])
 query = s1.text_input("Search heuristics", placeholder="result 0 mod 10, op1 range 100-150, same operand",
                       key="atlas_search")
 min_score = s2.slider("Minimum score", 0.0, 1.0, 0.6, 0.05, key="atlas_min_score")
+min_lift = s3.number_input("Minimum lift", 0.0, 100.0, 1.0, 0.5, key="atlas_min_lift",
+                           help="score / base rate: how far above chance the match is")
 
 view = search(frame, query)
-view = view[view["score"] >= min_score]
+view = view[(view["score"] >= min_score) & (view["lift"] >= min_lift)]
 for column, chosen in (("op", ops), ("layer", layers), ("grp", groups)):
     if chosen:
         view = view[view[column].isin(chosen)]

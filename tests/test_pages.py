@@ -69,6 +69,10 @@ def test_atlas_classifies_filters_and_lists_matches_on_the_grid_page(embedded):
     assert not at.exception and "classified" in at.success[0].value
     table = at.dataframe[-1].value
     assert len(table) > 0 and table["score"].min() >= 0.6
+    at.number_input(key="atlas_min_lift").set_value(3.0).run()
+    lifted = at.dataframe[-1].value
+    assert 0 < len(lifted) < len(table) and lifted["lift"].min() >= 3
+    at.number_input(key="atlas_min_lift").set_value(1.0).run()
     at.text_input(key="atlas_search").set_value("result range").run()
     filtered = at.dataframe[-1].value
     assert 0 < len(filtered) < len(table) and filtered["heuristic"].str.startswith("result_range").all()
