@@ -23,6 +23,7 @@ from transformers.utils import logging as hf_logging
 
 from .arithmetic import OPERATORS, answer, valid_pairs
 from .language_task import facts
+from .paths import EMBEDDED_MODEL_NAME
 from .vocab import MAX_NUMBER, build_tokenizer
 
 METADATA_FILE = "neurolab.json"
@@ -33,7 +34,7 @@ CHECKPOINTS_DIR = "checkpoints"
 class TrainConfig:
     """Everything that determines the trained weights; saved beside them so a run can be repeated."""
 
-    name: str = "neurolab-arith"
+    name: str = EMBEDDED_MODEL_NAME
     seed: int = 0
     max_op: int = 100
     heldout_fraction: float = 0.1
