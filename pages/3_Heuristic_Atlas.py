@@ -69,6 +69,7 @@ if rows:
     if st.button(f"Open {row['label']} ({row['op']}) on the Operand Grid", key="atlas_open"):
         st.session_state.update({
             "grid_op": row["op"], "grid_max_op": int(row["max_op"]), "grid_typed": row["label"],
+            "grid_layer": int(row["layer"]),
             "grid_template": next((n for n, t in TEMPLATES.items() if t.key == row["template"]), "plain"),
         })
         st.switch_page("pages/2_Operand_Grid.py")
