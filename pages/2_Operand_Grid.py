@@ -26,7 +26,8 @@ store = shared_store()
 
 c1, c2, c3, c4 = st.columns(4)
 op = c1.selectbox("Operator", OPERATORS, key="grid_op")
-max_op = c2.number_input("max_op", min_value=2, max_value=model.max_single_token + 1, value=100, key="grid_max_op",
+st.session_state.setdefault("grid_max_op", 100)  # defaults via state: the Atlas page may have set them
+max_op = c2.number_input("max_op", min_value=2, max_value=model.max_single_token + 1, key="grid_max_op",
                          help="operands are 0 <= op < max_op")
 template_name = c3.selectbox("Template", [*TEMPLATES, "custom"], key="grid_template")
 kind = c4.radio("Map", MAP_KINDS, horizontal=True, key="grid_kind",
@@ -67,7 +68,9 @@ st.caption(f"Model accuracy on this grid: {prompts['correct'].mean():.1%} of {le
            f"(store: {store.path}).")
 
 left, right = st.columns([1, 2])
-layer = left.selectbox("Layer", complete, index=len(complete) - 1, key="grid_layer")
+if st.session_state.get("grid_layer") not in complete:
+    st.session_state["grid_layer"] = complete[-1]
+layer = left.selectbox("Layer", complete, key="grid_layer")
 top = most_active(store, sweep_id, layer)
 options = [f"{row.label}  (std {row.std_k:.3f}, max {row.max_k:.3f})" for row in top.itertuples()]
 picked = left.selectbox("Most active neurons of the layer", options, key="grid_pick")
