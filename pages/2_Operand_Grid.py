@@ -14,10 +14,10 @@ from neurolab.figures import (
     result_figure,
 )
 from neurolab.grid import TEMPLATES, OperandGrid, PromptTemplate
-from neurolab.neuron_maps import MAP_KINDS, load_neuron_map, most_active, neuron_matches
+from neurolab.neuron_maps import MAP_KINDS, load_neuron_map, neuron_matches
 from neurolab.sweep import find_sweep, run_sweep
 from neurolab.value_lens import matching_set, number_line, result_predicate
-from pages import model_sidebar, shared_store
+from pages import model_sidebar, most_active_neurons, shared_store
 
 st.set_page_config(page_title="neurolab · operand grid", page_icon="🧮", layout="wide")
 st.title("Operand grid")
@@ -71,7 +71,7 @@ left, right = st.columns([1, 2])
 if st.session_state.get("grid_layer") not in complete:
     st.session_state["grid_layer"] = complete[-1]
 layer = left.selectbox("Layer", complete, key="grid_layer")
-top = most_active(store, sweep_id, layer)
+top = most_active_neurons(str(store.path), sweep_id, layer)
 options = [f"{row.label}  (std {row.std_k:.3f}, max {row.max_k:.3f})" for row in top.itertuples()]
 picked = left.selectbox("Most active neurons of the layer", options, key="grid_pick")
 typed = right.text_input("…or type a neuron", placeholder="L3N12", key="grid_typed")

@@ -5,10 +5,12 @@ Pages lay out widgets and call :mod:`neurolab`; they hold no analysis code and n
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from neurolab.errors import NeurolabError
 from neurolab.model import LoadedModel, load_model
+from neurolab.neuron_maps import most_active
 from neurolab.store import Store
 
 MODEL_KEY = "model_name"  # the one source of truth for the chosen model, shared by every page
@@ -45,3 +47,10 @@ def model_sidebar() -> LoadedModel:
 def shared_store() -> Store:
     """The one store of this server process (``$NEUROLAB_STORE`` or the user cache), shared by every session."""
     return Store()
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def most_active_neurons(store_path: str, sweep_id: int, layer: int) -> pd.DataFrame:
+    """The layer's most varying neurons: an aggregate over the whole layer (a second on a 300x300 grid), so it is
+    computed once per complete layer, whose values never change, instead of on every rerun."""
+    return most_active(shared_store(), sweep_id, layer)
