@@ -14,7 +14,7 @@ import pandas as pd
 
 from .grid import OperandGrid, PromptTemplate
 from .heuristics import classify
-from .importance import attribution_patching, first_heuristics_layer, prompt_pairs
+from .importance import PromptPairs, attribution_patching, first_heuristics_layer, prompt_pairs
 from .model import LoadedModel
 from .store import Store
 from .sweep import run_sweep
@@ -70,12 +70,11 @@ def top_neurons(importance: pd.DataFrame, layer: int, top_n: int) -> list[int]:
 
 
 def ensure_importance(model: LoadedModel, store: Store, sweep_id: int, settings: ClassifySettings,
-                      prompts: pd.DataFrame) -> pd.DataFrame:
+                      pairs: PromptPairs) -> pd.DataFrame:
     """Attribution-patching importance of every neuron, computed once per (sweep, prompts, seed) and stored."""
     stored = store.importance(sweep_id, "attribution", settings.n_prompts, settings.seed)
     if len(stored) == model.n_layers * model.d_mlp:
         return stored
-    pairs = prompt_pairs(model, prompts, settings.n_prompts, settings.seed)
     store.write_importance(sweep_id, settings.n_prompts, settings.seed, attribution_patching(model, pairs))
     return store.importance(sweep_id, "attribution", settings.n_prompts, settings.seed)
 
@@ -101,8 +100,8 @@ def classify_operator(
                       template=template, progress=lambda d, t: report("sweep", d / t))
     prompts = store.prompts(sweep.sweep_id)
     report("importance", 0.0)
-    importance = ensure_importance(model, store, sweep.sweep_id, settings, prompts)
     pairs = prompt_pairs(model, prompts, settings.n_prompts, settings.seed)
+    importance = ensure_importance(model, store, sweep.sweep_id, settings, pairs)
     first, evidence = first_heuristics_layer(model, pairs)
     chosen = list(range(first, model.n_layers)) if layers is None else sorted(layers)
     done = set(store.classified_layers(sweep.sweep_id, settings.maps, settings.top_n, settings.threshold))

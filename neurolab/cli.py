@@ -121,7 +121,7 @@ def _grid_args(args: argparse.Namespace):
     from .grid import PromptTemplate, parse_template
 
     template = parse_template(args.template)
-    if getattr(args, "fewshot", None) is not None:
+    if args.fewshot is not None:
         template = PromptTemplate(template.format, fewshot=args.fewshot)
     return template
 
@@ -230,7 +230,10 @@ def _export(args: argparse.Namespace) -> int:
 
 def _grid_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-op", type=int, default=100, help="operands are 0 <= op < max_op (default 100)")
-    p.add_argument("--template", default=None, help="'plain' (default), 'spaced', 'fewshot' or a custom format")
+    p.add_argument("--template", default=None,
+                   help="'plain' ({op1}{op}{op2}=, default), 'spaced', 'fewshot', or a custom format with the "
+                        "fields {op1} {op} {op2}, e.g. 'Q: {op1} {op} {op2} = '")
+    p.add_argument("--fewshot", type=int, default=None, help="prepend this many solved examples of the operator")
 
 
 def _importance_options(p: argparse.ArgumentParser) -> None:
@@ -276,11 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_arg(p)
     p.add_argument("--op", choices=["+", "-", "*", "/", "all"], required=True, help="operator, or all four")
     p.add_argument("--layers", default=None, help="layers to record: '2,3', '0-3' or 'all' (default: all)")
-    p.add_argument("--max-op", type=int, default=100, help="operands are 0 <= op < max_op (default 100)")
-    p.add_argument("--template", default=None,
-                   help="'plain' ({op1}{op}{op2}=, default), 'spaced', 'fewshot', or a custom format with the "
-                        "fields {op1} {op} {op2}, e.g. 'Q: {op1} {op} {op2} = '")
-    p.add_argument("--fewshot", type=int, default=None, help="prepend this many solved examples of the operator")
+    _grid_options(p)
     p.add_argument("--chunk-size", type=int, default=None,
                    help="prompts per batched trace (default: up to 4096, bounded by a 256 MB activation budget); "
                         "fixed when a sweep is first created")
