@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from neurolab.arithmetic import PromptError
-from neurolab.figures import next_token_figure, top_neurons_figure
-from neurolab.predict import report
+from neurolab.analysis.predict import report
+from neurolab.tasks.arithmetic import PromptError
+from neurolab.viz.figures import next_token_figure, top_neurons_figure
 from pages import model_sidebar
 
 st.set_page_config(page_title="neurolab", page_icon="🧮", layout="wide")

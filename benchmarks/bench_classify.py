@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
-from neurolab.arithmetic import answer, valid_pairs  # noqa: E402
-from neurolab.heuristics import classify, classify_reference, matches, static_heuristics  # noqa: E402
+from neurolab.heuristics.classifier import classify, classify_reference, matches, static_heuristics  # noqa: E402
+from neurolab.tasks.arithmetic import answer, valid_pairs  # noqa: E402
 
 PLANTS = {  # when a planted neuron fires
     "op1=3mod7": lambda op1, op2, result: op1 % 7 == 3,

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neurolab.capture import run
-from neurolab.grid import OperandGrid
-from neurolab.model import load_model
-from neurolab.store import Store
-from neurolab.sweep import default_chunk_size, run_sweep
+from neurolab.analysis.sweep import default_chunk_size, run_sweep
+from neurolab.capture.trace import run
+from neurolab.models.loading import load_model
+from neurolab.store.connection import Store
+from neurolab.tasks.grid import OperandGrid
 
 
 def plain_forward(model, prompts: list[str], chunk: int) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from neurolab.evaluation import evaluate
+from neurolab.analysis.evaluation import evaluate
 from pages import model_sidebar
 
 st.set_page_config(page_title="neurolab · model", page_icon="🧮", layout="wide")

@@ -3,20 +3,20 @@
 import numpy as np
 import streamlit as st
 
-from neurolab.adapters import neuron_label, parse_neuron_label
-from neurolab.arithmetic import OP_NAMES, OPERATORS
+from neurolab.analysis.neuron_maps import MAP_KINDS, load_neuron_map, neuron_matches
+from neurolab.analysis.sweep import find_sweep, run_sweep
+from neurolab.analysis.value_lens import matching_set, number_line, result_predicate
 from neurolab.errors import NeurolabError
-from neurolab.figures import (
+from neurolab.models.adapters import neuron_label, parse_neuron_label
+from neurolab.tasks.arithmetic import OP_NAMES, OPERATORS
+from neurolab.tasks.grid import TEMPLATES, OperandGrid, PromptTemplate
+from neurolab.viz.figures import (
     folded_figure,
     grid_heatmap,
     heuristic_mask_figure,
     number_line_figure,
     result_figure,
 )
-from neurolab.grid import TEMPLATES, OperandGrid, PromptTemplate
-from neurolab.neuron_maps import MAP_KINDS, load_neuron_map, neuron_matches
-from neurolab.sweep import find_sweep, run_sweep
-from neurolab.value_lens import matching_set, number_line, result_predicate
 from pages import model_sidebar, most_active_neurons, shared_store
 
 st.set_page_config(page_title="neurolab · operand grid", page_icon="🧮", layout="wide")

@@ -2,11 +2,11 @@
 
 import streamlit as st
 
-from neurolab.arithmetic import OPERATORS
-from neurolab.atlas import atlas, counts, search
-from neurolab.classification import MAP_MODES, ClassifySettings, classify_operator
-from neurolab.figures import atlas_counts_figure
-from neurolab.grid import TEMPLATES
+from neurolab.analysis.atlas import atlas, counts, search
+from neurolab.analysis.classification import MAP_MODES, ClassifySettings, classify_operator
+from neurolab.tasks.arithmetic import OPERATORS
+from neurolab.tasks.grid import TEMPLATES
+from neurolab.viz.figures import atlas_counts_figure
 from pages import model_sidebar, shared_store
 
 st.set_page_config(page_title="neurolab · heuristic atlas", page_icon="🧮", layout="wide")

@@ -8,10 +8,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from neurolab.analysis.neuron_maps import most_active
 from neurolab.errors import NeurolabError
-from neurolab.model import LoadedModel, load_model
-from neurolab.neuron_maps import most_active
-from neurolab.store import Store
+from neurolab.models.loading import LoadedModel, load_model
+from neurolab.store.connection import Store
 
 MODEL_KEY = "model_name"  # the one source of truth for the chosen model, shared by every page
 

@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 
 import pytest
 
-from neurolab.model import LoadedModel, load_model
+from neurolab.models.loading import LoadedModel, load_model
 
 from .tiny_models import FAMILY_CONFIGS, save_tiny_model
 

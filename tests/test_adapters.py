@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neurolab.adapters import adapter_for, get_module, hook_name, supported_model_types, value_vectors
-from neurolab.capture import run
+from neurolab.capture.trace import run
 from neurolab.errors import UnsupportedArchitectureError
+from neurolab.models.adapters import adapter_for, get_module, hook_name, supported_model_types, value_vectors
 
 PROMPTS = ["23+45=", "after monday comes", "capital of france is 3+4=", "5=", "opposite of hot is", "7 * 8 ="]
 
@@ -88,7 +88,7 @@ def test_adapter_describes_the_model(tiny_model):
 
 
 def test_gated_neurons_can_be_negative(tiny_model_dirs):
-    from neurolab.model import load_model
+    from neurolab.models.loading import load_model
 
     model = load_model(str(tiny_model_dirs["llama"]))
     acts = run(model, PROMPTS, layers=[0]).neurons[0]

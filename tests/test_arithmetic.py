@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from neurolab.arithmetic import PromptError, answer, parse_prompt, valid_pairs
+from neurolab.tasks.arithmetic import PromptError, answer, parse_prompt, valid_pairs
 
 
 @pytest.mark.parametrize("op, count", [("+", 10_000), ("-", 5_050), ("*", 3_390), ("/", 9_900)])

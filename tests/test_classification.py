@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neurolab.atlas import atlas, normalise_query, search
-from neurolab.classification import ClassifySettings, classify_operator
-from neurolab.importance import activation_patching, attribution_patching, first_heuristics_layer, prompt_pairs
-from neurolab.store import Store
-from neurolab.sweep import run_sweep
-from neurolab.value_lens import agreement, matching_set, result_predicate
+from neurolab.analysis.atlas import atlas, normalise_query, search
+from neurolab.analysis.classification import ClassifySettings, classify_operator
+from neurolab.analysis.importance import activation_patching, attribution_patching, first_heuristics_layer, prompt_pairs
+from neurolab.analysis.sweep import run_sweep
+from neurolab.analysis.value_lens import agreement, matching_set, result_predicate
+from neurolab.store.connection import Store
 
 MAX_OP = 100
 

@@ -6,12 +6,12 @@ import json
 import subprocess
 import sys
 
-from neurolab.evaluation import evaluate, heldout_pairs
-from neurolab.model import load_model
-from neurolab.modelcard import BARS
+from neurolab.analysis.evaluation import evaluate, heldout_pairs
+from neurolab.models.loading import load_model
 from neurolab.paths import MODELS_DIR, embedded_model_dir
-from neurolab.training import PRESETS, build_dataset
-from neurolab.vocab import build_tokenizer
+from neurolab.tasks.vocab import build_tokenizer
+from neurolab.train.modelcard import BARS
+from neurolab.train.training import PRESETS, build_dataset
 
 
 def test_accuracy_bars_on_a_sample_of_the_heldout_pairs(embedded):

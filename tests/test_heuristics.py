@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neurolab.arithmetic import answer, valid_pairs
-from neurolab.heuristics import FAMILIES, classify, classify_reference, matches, static_heuristics
+from neurolab.heuristics.classifier import FAMILIES, classify, classify_reference, matches, static_heuristics
+from neurolab.tasks.arithmetic import answer, valid_pairs
 
 MAX_OP, MAX_TOKEN = 100, 999
 

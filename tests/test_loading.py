@@ -11,10 +11,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, OPTConfig
 
-from neurolab.capture import run
+from neurolab.capture.trace import run
 from neurolab.errors import ModelLoadError, UnsupportedArchitectureError
-from neurolab.model import MODEL_LOCK, load_model
-from neurolab.vocab import build_tokenizer
+from neurolab.models.loading import MODEL_LOCK, load_model
+from neurolab.tasks.vocab import build_tokenizer
 
 from .tiny_models import save_tiny_model
 

@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
-from neurolab.capture import run
-from neurolab.grid import TEMPLATES, OperandGrid, PromptTemplate, parse_template
-from neurolab.model import load_model
-from neurolab.neuron_maps import load_neuron_map, most_active
+from neurolab.analysis.neuron_maps import load_neuron_map, most_active
+from neurolab.analysis.sweep import find_sweep, run_sweep
+from neurolab.capture.trace import run
+from neurolab.models.loading import load_model
 from neurolab.paths import embedded_model_dir
-from neurolab.store import Store, StoreError
-from neurolab.sweep import find_sweep, run_sweep
+from neurolab.store.connection import Store, StoreError
+from neurolab.tasks.grid import TEMPLATES, OperandGrid, PromptTemplate, parse_template
 
 MAX_OP = 30
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from neurolab.model import number_token_ids
-from neurolab.vocab import build_tokenizer
+from neurolab.models.loading import number_token_ids
+from neurolab.tasks.vocab import build_tokenizer
 
 
 def test_every_integer_up_to_999_is_one_token():

@@ -9,8 +9,8 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
-from neurolab.model import load_model
-from neurolab.training import PRESETS, train
+from neurolab.models.loading import load_model
+from neurolab.train.training import PRESETS, train
 
 
 def test_cli_trains_a_tiny_model_that_loads_through_the_core(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPTJConfig, GPTNeoXConfig, LlamaConfig
 
-from neurolab.vocab import build_tokenizer
+from neurolab.tasks.vocab import build_tokenizer
 
 FAMILY_CONFIGS = {
     "gpt-neox": lambda v, s: GPTNeoXConfig(vocab_size=v, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,

@@ -18,9 +18,9 @@ import torch
 from nnsight import TransformersModel
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from . import paths
+from .. import paths
+from ..errors import ModelLoadError
 from .adapters import ArchitectureAdapter, adapter_for, get_module, hook_name, value_vectors
-from .errors import ModelLoadError
 
 #: One lock for every use of every loaded model: nnsight must not trace a model from two threads at once, and
 #: Streamlit runs each browser session in its own thread. Reentrant, so core functions may nest.

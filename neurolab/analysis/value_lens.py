@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from .model import LoadedModel
+from ..models.loading import LoadedModel
 
 Predicate = Callable[[np.ndarray], np.ndarray]
 

@@ -20,7 +20,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from .arithmetic import OPERATORS
+from ..tasks.arithmetic import OPERATORS
 
 FAMILIES: tuple[str, ...] = ("operand_mod", "both_mod", "result_mod", "operand_range", "both_range", "result_range",
                              "operand_pattern", "result_pattern", "same_operand", "multi_value")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .arithmetic import OPERATORS
-from .evaluation import evaluate
-from .model import load_model
+from ..analysis.evaluation import evaluate
+from ..models.loading import load_model
+from ..tasks.arithmetic import OPERATORS
 from .training import CHECKPOINTS_DIR, METADATA_FILE
 
 BARS = {"+": 0.95, "-": 0.95, "*": 0.80, "/": 0.80, "nonmath": 0.95}

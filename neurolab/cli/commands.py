@@ -9,12 +9,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import paths
-from .errors import NeurolabError
+from .. import paths
+from ..errors import NeurolabError
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .training import PRESETS, TrainConfig, train
+    from ..train.training import PRESETS, TrainConfig, train
 
     config = TrainConfig.from_dict({**vars(PRESETS[args.preset]), **_overrides(args)})
     out = Path(args.out) if args.out else paths.MODELS_DIR / config.name
@@ -28,7 +28,7 @@ def _train(args: argparse.Namespace) -> int:
     metadata = train(config, out, Path(args.state_dir) if args.state_dir else paths.train_state_dir(),
                      fresh=args.fresh, progress=progress)
     bar.close()
-    from .modelcard import write_model_card
+    from ..train.modelcard import write_model_card
 
     card = write_model_card(out)
     final = metadata["history"][-1]
@@ -42,8 +42,8 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate
-    from .model import load_model
+    from ..analysis.evaluation import evaluate
+    from ..models.loading import load_model
 
     model = load_model(args.model)
     result = evaluate(model, max_op=args.max_op, sample=args.sample)
@@ -57,7 +57,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .model import load_model
+    from ..models.loading import load_model
 
     for label, text in load_model(args.model).describe().items():
         print(f"{label:>26}  {text}")
@@ -79,10 +79,10 @@ def _layers(text: str | None) -> list[int] | None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from .arithmetic import OP_NAMES
-    from .model import load_model
-    from .store import Store
-    from .sweep import run_sweep
+    from ..analysis.sweep import run_sweep
+    from ..models.loading import load_model
+    from ..store.connection import Store
+    from ..tasks.arithmetic import OP_NAMES
 
     layers = _layers(args.layers)
     model = load_model(args.model)
@@ -118,7 +118,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _grid_args(args: argparse.Namespace):
-    from .grid import PromptTemplate, parse_template
+    from ..tasks.grid import PromptTemplate, parse_template
 
     template = parse_template(args.template)
     if args.fewshot is not None:
@@ -129,10 +129,10 @@ def _grid_args(args: argparse.Namespace):
 def _classify(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .classification import ClassifySettings, classify_operator
-    from .model import load_model
-    from .store import Store
-    from .value_lens import agreement
+    from ..analysis.classification import ClassifySettings, classify_operator
+    from ..analysis.value_lens import agreement
+    from ..models.loading import load_model
+    from ..store.connection import Store
 
     model = load_model(args.model)
     store = Store(args.store)
@@ -169,10 +169,10 @@ def _classify(args: argparse.Namespace) -> int:
 def _importance(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .importance import activation_patching, attribution_patching, prompt_pairs
-    from .model import load_model
-    from .store import Store
-    from .sweep import run_sweep
+    from ..analysis.importance import activation_patching, attribution_patching, prompt_pairs
+    from ..analysis.sweep import run_sweep
+    from ..models.loading import load_model
+    from ..store.connection import Store
 
     model = load_model(args.model)
     store = Store(args.store)
@@ -222,7 +222,7 @@ def _write_frame(frame, out: str) -> Path:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .store import Store
+    from ..store.connection import Store
 
     print(f"wrote {Store(args.store).export(args.source, args.out)}")
     return 0

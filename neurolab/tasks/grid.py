@@ -10,8 +10,8 @@ import random
 from dataclasses import dataclass
 from functools import cached_property
 
+from ..models.loading import LoadedModel
 from .arithmetic import OPERATORS, answer, valid_pairs
-from .model import LoadedModel
 
 FIELDS = ("{op1}", "{op}", "{op2}")
 

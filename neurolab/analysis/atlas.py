@@ -6,7 +6,7 @@ import re
 
 import pandas as pd
 
-from .store import Store
+from ..store.connection import Store
 
 COLUMNS = ["op", "layer", "neuron", "label", "heuristic", "score", "base_rate", "lift", "grp", "direct", "side",
            "importance_rank", "maps", "template", "max_op", "params"]

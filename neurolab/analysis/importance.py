@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .capture import neuron_gradients, run
-from .model import LoadedModel
+from ..capture.trace import neuron_gradients, run
+from ..models.loading import LoadedModel
 
 METHODS = ("attribution", "activation")
 

@@ -21,10 +21,10 @@ from safetensors.torch import load_file, save_file
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
-from .arithmetic import OPERATORS, answer, valid_pairs
-from .language_task import facts
-from .paths import EMBEDDED_MODEL_NAME
-from .vocab import MAX_NUMBER, build_tokenizer
+from ..paths import EMBEDDED_MODEL_NAME
+from ..tasks.arithmetic import OPERATORS, answer, valid_pairs
+from ..tasks.language import facts
+from ..tasks.vocab import MAX_NUMBER, build_tokenizer
 
 METADATA_FILE = "neurolab.json"
 CHECKPOINTS_DIR = "checkpoints"

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import nnsight
 import torch
 
-from .adapters import get_module
-from .model import LoadedModel
+from ..models.adapters import get_module
+from ..models.loading import LoadedModel
 
 #: layer -> neuron indices whose activation is set to 0 at every position (the paper's ablation).
 Ablation = Mapping[int, Sequence[int]]

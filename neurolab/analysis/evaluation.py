@@ -11,11 +11,11 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .arithmetic import DEFAULT_TEMPLATE, OPERATORS, answer, valid_pairs
-from .capture import run
-from .language_task import facts
-from .model import LoadedModel
-from .training import METADATA_FILE
+from ..capture.trace import run
+from ..models.loading import LoadedModel
+from ..tasks.arithmetic import DEFAULT_TEMPLATE, OPERATORS, answer, valid_pairs
+from ..tasks.language import facts
+from ..train.training import METADATA_FILE
 
 
 @dataclass

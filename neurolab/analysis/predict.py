@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .adapters import hook_name, neuron_label
-from .arithmetic import ArithmeticPrompt, PromptError, parse_prompt
-from .capture import run
-from .model import LoadedModel
+from ..capture.trace import run
+from ..models.adapters import hook_name, neuron_label
+from ..models.loading import LoadedModel
+from ..tasks.arithmetic import ArithmeticPrompt, PromptError, parse_prompt
 
 
 @dataclass

@@ -7,8 +7,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .neuron_maps import NeuronMap
-from .predict import PromptReport
+from ..analysis.neuron_maps import NeuronMap
+from ..analysis.predict import PromptReport
 
 
 def next_token_figure(report: PromptReport) -> go.Figure:

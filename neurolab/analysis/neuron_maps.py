@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .adapters import neuron_label
-from .store import Store
+from ..models.adapters import neuron_label
+from ..store.connection import Store
 
 MAP_KINDS = ("K", "KV")
 

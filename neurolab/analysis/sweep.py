@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .capture import run
-from .grid import OperandGrid, PromptTemplate
-from .model import LoadedModel
-from .store import Store, SweepKey
+from ..capture.trace import run
+from ..models.loading import LoadedModel
+from ..store.connection import Store, SweepKey
+from ..tasks.grid import OperandGrid, PromptTemplate
 
 #: activations of one chunk kept under about this many bytes (K and KV for every requested layer)
 CHUNK_BYTES = 256 * 2**20

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .grid import OperandGrid, PromptTemplate
-from .heuristics import classify
+from ..heuristics.classifier import classify
+from ..models.loading import LoadedModel
+from ..store.connection import Store
+from ..tasks.grid import OperandGrid, PromptTemplate
 from .importance import PromptPairs, attribution_patching, first_heuristics_layer, prompt_pairs
-from .model import LoadedModel
-from .store import Store
 from .sweep import run_sweep
 
 MAP_MODES = ("K", "KV", "hybrid")

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .errors import NeurolabError
+from ..errors import NeurolabError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
