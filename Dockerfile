@@ -7,7 +7,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HF_HUB_OFFLINE=1 \
     HF_HOME=/home/neurolab/.cache/huggingface
 
-# The same pins as local installs. PyPI's Linux torch wheel carries CUDA; to build a CPU-only image pass
+# The same runtime pins as local installs (the test tools of requirements-dev.txt stay out of the image). PyPI's
+# Linux torch wheel carries CUDA; to build a CPU-only image pass
 # --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ARG TORCH_INDEX=""
 RUN useradd --create-home --uid 1000 neurolab
@@ -17,6 +18,8 @@ RUN if [ -n "$TORCH_INDEX" ]; then pip install --index-url "$TORCH_INDEX" torch=
     && pip install -r requirements.txt
 
 COPY --chown=neurolab:neurolab . .
+# neurolab itself (the `neurolab` CLI; the app imports the same code from /app), without dependency resolution.
+RUN pip install --no-deps . && rm -rf build neurolab.egg-info
 USER neurolab
 
 EXPOSE 8501
