@@ -19,7 +19,7 @@ import torch
 from neurolab.analysis.sweep import default_chunk_size, run_sweep
 from neurolab.capture.trace import run
 from neurolab.models.loading import load_model
-from neurolab.store.connection import Store
+from neurolab.store import Store
 from neurolab.tasks.grid import OperandGrid
 
 
@@ -46,7 +46,7 @@ def main() -> None:
     args = parser.parse_args()
 
     model = load_model(args.model)
-    grid = OperandGrid.for_model(model, args.op, args.max_op)
+    grid = grid_for(model, args.op, args.max_op)
     prompts = grid.prompts
     chunk = default_chunk_size(model, model.n_layers)
     print(f"model {model.name} ({model.adapter.family}, {model.n_layers} layers x {model.d_mlp} neurons), "

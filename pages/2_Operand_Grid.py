@@ -37,7 +37,7 @@ try:
         template = PromptTemplate(st.text_input("Custom template", "{op1} {op} {op2} =", key="grid_custom"))
     else:
         template = TEMPLATES[template_name]
-    grid = OperandGrid.for_model(model, op, int(max_op), template)
+    grid = grid_for(model, op, int(max_op), template)
 except ValueError as error:
     st.error(str(error))
     st.stop()

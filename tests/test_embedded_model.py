@@ -6,7 +6,10 @@ import json
 import subprocess
 import sys
 
-from neurolab.analysis.evaluation import evaluate, heldout_pairs
+from pathlib import Path
+
+from neurolab.analysis.evaluation import evaluate
+from neurolab.tasks.splits import heldout_pairs
 from neurolab.models.loading import load_model
 from neurolab.paths import MODELS_DIR, embedded_model_dir
 from neurolab.tasks.vocab import build_tokenizer
@@ -23,7 +26,7 @@ def test_accuracy_bars_on_a_sample_of_the_heldout_pairs(embedded):
 
 
 def test_heldout_pairs_were_never_trained_on(embedded):
-    held = heldout_pairs(embedded)
+    held = heldout_pairs(Path(embedded.source))
     data = build_dataset(PRESETS["default"], build_tokenizer())
     for op, pairs in held.items():
         assert pairs == data.heldout_pairs[op]

@@ -15,7 +15,7 @@ from neurolab.analysis.sweep import find_sweep, run_sweep
 from neurolab.capture.trace import run
 from neurolab.models.loading import load_model
 from neurolab.paths import embedded_model_dir
-from neurolab.store.connection import Store, StoreError
+from neurolab.store import Store, StoreError
 from neurolab.tasks.grid import TEMPLATES, OperandGrid, PromptTemplate, parse_template
 
 MAX_OP = 30
@@ -30,7 +30,7 @@ def store(tmp_path) -> Store:
 
 def test_sweep_equals_direct_per_prompt_computation(embedded, store):
     result = run_sweep(embedded, store, "+", layers=[2, 3], max_op=MAX_OP, chunk_size=200)
-    grid = OperandGrid.for_model(embedded, "+", MAX_OP)
+    grid = grid_for(embedded, "+", MAX_OP)
     assert result.n_prompts == len(grid) == MAX_OP * MAX_OP and result.chunks_total == 5
     prompts = store.prompts(result.sweep_id)
     assert list(prompts["idx"]) == list(range(len(grid)))
@@ -82,7 +82,7 @@ def test_interrupted_sweep_resumes_without_duplicates_or_gaps(embedded, tmp_path
 
     with pytest.raises(Killed):
         run_sweep(embedded, killed, "*", layers=[1, 3], max_op=MAX_OP, chunk_size=64, progress=die_after_two_chunks)
-    sweep_id = find_sweep(embedded, killed, OperandGrid.for_model(embedded, "*", MAX_OP))
+    sweep_id = find_sweep(embedded, killed, grid_for(embedded, "*", MAX_OP))
     assert len(killed.done(sweep_id)) == 2 * 2  # two chunks x two layers committed
     resumed = run_sweep(embedded, killed, "*", layers=[1, 3], max_op=MAX_OP, chunk_size=64)
     assert resumed.chunks_computed == reference.chunks_total - 2

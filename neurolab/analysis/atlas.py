@@ -6,17 +6,15 @@ import re
 
 import pandas as pd
 
-from ..store.connection import Store
+from ..store import Store
 
 COLUMNS = ["op", "layer", "neuron", "label", "heuristic", "score", "base_rate", "lift", "grp", "direct", "side",
-           "importance_rank", "maps", "template", "max_op", "params"]
+           "importance_rank", "maps", "template", "max_op", "intervention", "params"]
 
 
 def atlas(store: Store, fingerprint: str, matched_only: bool = True) -> pd.DataFrame:
     """Every stored classification of a model, one row per (operator, neuron, heuristic), best scores first."""
-    frame = store.query(
-        "SELECT * FROM neuron_heuristics WHERE fingerprint = ? " + ("AND matched " if matched_only else "")
-        + "ORDER BY op, layer, neuron, score DESC", [fingerprint])
+    frame = store.atlas_rows(fingerprint, matched_only)
     frame["label"] = "L" + frame["layer"].astype(str) + "N" + frame["neuron"].astype(str)
     return frame[COLUMNS]
 

@@ -7,17 +7,19 @@ Every step reads what the store already has and computes only what is missing, s
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 
+from ..capture.interventions import Intervention
+from ..errors import InputError
 from ..heuristics.classifier import classify
 from ..models.loading import LoadedModel
-from ..store.connection import Store
-from ..tasks.grid import OperandGrid, PromptTemplate
-from .importance import PromptPairs, attribution_patching, first_heuristics_layer, prompt_pairs
-from .sweep import run_sweep
+from ..store import Store
+from ..tasks.grid import PromptTemplate
+from .importance import ensure_importance, first_heuristics_layer, prompt_pairs
+from .sweep import NeuronSelection, run_sweep
 
 MAP_MODES = ("K", "KV", "hybrid")
 
@@ -34,9 +36,15 @@ class ClassifySettings:
 
     def __post_init__(self) -> None:
         if self.maps not in MAP_MODES:
-            raise ValueError(f"maps must be one of {MAP_MODES}")
+            raise InputError(f"maps must be one of {MAP_MODES}")
         if not 0 < self.threshold <= 1:
-            raise ValueError("threshold must be in (0, 1]")
+            raise InputError("threshold must be in (0, 1]")
+        if self.top_n < 1 or self.n_prompts < 1:
+            raise InputError("top_n and n_prompts must be at least 1")
+
+    def key(self) -> dict:
+        """What the stored scores are keyed by, beside the sweep (model, grid, intervention)."""
+        return asdict(self)
 
 
 @dataclass
@@ -63,22 +71,6 @@ class Classification:
         return table.reset_index()
 
 
-def top_neurons(importance: pd.DataFrame, layer: int, top_n: int) -> list[int]:
-    """The layer's ``top_n`` neurons by importance (all of them when the layer is smaller)."""
-    rows = importance[importance["layer"] == layer].sort_values("rank")
-    return [int(n) for n in rows["neuron"].head(top_n)]
-
-
-def ensure_importance(model: LoadedModel, store: Store, sweep_id: int, settings: ClassifySettings,
-                      pairs: PromptPairs) -> pd.DataFrame:
-    """Attribution-patching importance of every neuron, computed once per (sweep, prompts, seed) and stored."""
-    stored = store.importance(sweep_id, "attribution", settings.n_prompts, settings.seed)
-    if len(stored) == model.n_layers * model.d_mlp:
-        return stored
-    store.write_importance(sweep_id, settings.n_prompts, settings.seed, attribution_patching(model, pairs))
-    return store.importance(sweep_id, "attribution", settings.n_prompts, settings.seed)
-
-
 def classify_operator(
     model: LoadedModel,
     store: Store,
@@ -88,40 +80,42 @@ def classify_operator(
     settings: ClassifySettings | None = None,
     layers: Sequence[int] | None = None,
     progress: Callable[[str, float], None] | None = None,
+    intervention: Intervention | None = None,
 ) -> Classification:
     """Classify the top-N neurons of ``layers`` (default: first_heuristics_layer .. last) for one operator.
 
-    ``progress(stage, fraction)`` reports the stage ("sweep", "importance", "classify") and how far it is.
+    Only the top-N neurons per layer are swept (the paper's selection), so this scales to 8B models.
+    ``progress(stage, fraction)`` reports the stage ("answers", "importance", "maps", "classify").
     """
     settings = settings or ClassifySettings()
-    grid = OperandGrid.for_model(model, op, max_op, template)
     report = progress or (lambda stage, fraction: None)
-    sweep = run_sweep(model, store, op, layers=None if layers is None else list(layers), max_op=max_op,
-                      template=template, progress=lambda d, t: report("sweep", d / t))
-    prompts = store.prompts(sweep.sweep_id)
+    answers = run_sweep(model, store, op, NeuronSelection("none"), max_op, template, intervention,
+                        progress=lambda d, t: report("answers", d / t))
+    prompts = store.prompts(answers.sweep_id)
     report("importance", 0.0)
     pairs = prompt_pairs(model, prompts, settings.n_prompts, settings.seed)
-    importance = ensure_importance(model, store, sweep.sweep_id, settings, pairs)
-    first, evidence = first_heuristics_layer(model, pairs)
-    chosen = list(range(first, model.n_layers)) if layers is None else sorted(layers)
-    done = set(store.classified_layers(sweep.sweep_id, settings.maps, settings.top_n, settings.threshold))
+    importance = ensure_importance(model, store, answers.sweep_id, settings.n_prompts, settings.seed, intervention)
+    first, evidence = first_heuristics_layer(model, pairs, intervention=intervention)
+    chosen = list(range(first, model.n_layers)) if layers is None else sorted(set(layers))
+    selection = NeuronSelection("top", settings.top_n, layers=tuple(chosen), n_prompts=settings.n_prompts,
+                                seed=settings.seed)
+    sweep = run_sweep(model, store, op, selection, max_op, template, intervention,
+                      progress=lambda d, t: report("maps", d / t))
+    key = settings.key()
+    done = set(store.classified_layers(sweep.sweep_id, key))
     op1, op2, result = (prompts[c].to_numpy() for c in ("op1", "op2", "answer"))
     for i, layer in enumerate(chosen):
         report("classify", i / len(chosen))
         if layer in done:
             continue
-        neurons = top_neurons(importance, layer, settings.top_n)
+        neurons = sweep.neurons[layer]
         k_maps, kv_maps = store.layer_maps(sweep.sweep_id, layer, neurons)
         frame = classify(k_maps, op, op1, op2, result, max_op, model.max_single_token, kv_maps=kv_maps,
                          mode=settings.maps, threshold=settings.threshold, bottom=model.gated, seed=settings.seed)
         ids = np.asarray(neurons)
         frame["importance_rank"] = frame["neuron"].to_numpy()  # row i of the maps is the i-th most important
         frame["neuron"] = ids[frame["neuron"].to_numpy()]
-        store.write_classification(sweep.sweep_id, settings.maps, settings.top_n, settings.threshold, layer, frame)
+        store.write_classification(sweep.sweep_id, key, layer, frame)
     report("classify", 1.0)
-    scores = store.query(
-        f"SELECT * EXCLUDE (sweep_id, maps, top_n, threshold) FROM heuristic_scores WHERE sweep_id=? AND maps=? "
-        f"AND top_n=? AND threshold=? AND layer IN ({','.join(map(str, chosen))}) "
-        f"ORDER BY layer, importance_rank, score DESC",
-        [sweep.sweep_id, settings.maps, settings.top_n, settings.threshold])
+    scores = store.heuristic_scores(sweep.sweep_id, key, chosen)
     return Classification(sweep.sweep_id, chosen, first, evidence, scores, importance)

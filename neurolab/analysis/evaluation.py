@@ -6,16 +6,16 @@ beside the weights); for any other model, over the whole valid operand grid up t
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..capture.interventions import Intervention
 from ..capture.trace import run
 from ..models.loading import LoadedModel
 from ..tasks.arithmetic import DEFAULT_TEMPLATE, OPERATORS, answer, valid_pairs
 from ..tasks.language import facts
-from ..train.training import METADATA_FILE
+from ..tasks.splits import heldout_pairs
 
 
 @dataclass
@@ -46,39 +46,33 @@ class Evaluation:
 
 
 def arithmetic_score(
-    model: LoadedModel, op: str, pairs: list[tuple[int, int]], template: str = DEFAULT_TEMPLATE
+    model: LoadedModel, op: str, pairs: list[tuple[int, int]], template: str = DEFAULT_TEMPLATE,
+    intervention: Intervention | None = None,
 ) -> Score:
     """Top-1 next token == the answer's number token, over ``pairs`` (one batched run)."""
     if not pairs:
         return Score(0, 0)
     prompts = [template.format(op1=a, op=op, op2=b) for a, b in pairs]
     targets = [model.number_token_ids[answer(a, op, b)] for a, b in pairs]
-    predicted = run(model, prompts).logits.argmax(-1).tolist()
+    predicted = run(model, prompts, intervention=intervention).top1.tolist()
     return Score(sum(p == t for p, t in zip(predicted, targets)), len(pairs))
 
 
-def nonmath_score(model: LoadedModel) -> Score:
+def nonmath_score(model: LoadedModel, intervention: Intervention | None = None) -> Score:
     """Top-1 next token == the first token of `` answer`` in context, over every fact."""
     items = [(f.prompt, model.continuation_token(f.prompt, " " + f.answer)) for f in facts()]
     items = [(p, t) for p, t in items if t is not None]
     if not items:
         return Score(0, 0)
-    predicted = run(model, [p for p, _ in items]).logits.argmax(-1).tolist()
+    predicted = run(model, [p for p, _ in items], intervention=intervention).top1.tolist()
     return Score(sum(p == t for p, (_, t) in zip(predicted, items)), len(items))
 
 
-def heldout_pairs(model: LoadedModel) -> dict[str, list[tuple[int, int]]] | None:
-    """The held-out split saved by ``python -m neurolab train``, or None for a model neurolab did not train."""
-    meta = Path(model.source) / METADATA_FILE
-    if not meta.exists():
-        return None
-    pairs = json.loads(meta.read_text())["heldout_pairs"]
-    return {op: [tuple(p) for p in pairs[op]] for op in OPERATORS}
-
-
-def evaluate(model: LoadedModel, max_op: int = 100, sample: int | None = None, seed: int = 0) -> Evaluation:
-    """Accuracy per operator and on the non-math task; ``sample`` caps the prompts per operator (seeded)."""
-    split_pairs = heldout_pairs(model)
+def evaluate(model: LoadedModel, max_op: int = 100, sample: int | None = None, seed: int = 0,
+             intervention: Intervention | None = None) -> Evaluation:
+    """Accuracy per operator and on the non-math task, under ``intervention``; ``sample`` caps the prompts per
+    operator (seeded)."""
+    split_pairs = heldout_pairs(Path(model.source))
     if split_pairs is None:
         split = f"full grid, max_op={max_op}"
         split_pairs = {op: valid_pairs(op, max_op, model.max_single_token) for op in OPERATORS}
@@ -90,8 +84,10 @@ def evaluate(model: LoadedModel, max_op: int = 100, sample: int | None = None, s
         pairs = split_pairs[op]
         if sample is not None and len(pairs) > sample:
             pairs = rng.sample(pairs, sample)
-        scores[op] = arithmetic_score(model, op, pairs)
-    scores["nonmath"] = nonmath_score(model)
+        scores[op] = arithmetic_score(model, op, pairs, intervention=intervention)
+    scores["nonmath"] = nonmath_score(model, intervention)
     if sample is not None:
         split += f", {sample} sampled per operator"
+    if intervention:
+        split += f", under {intervention.describe()} ({intervention.key})"
     return Evaluation(model.name, model.fingerprint, split, scores)

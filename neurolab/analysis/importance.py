@@ -17,8 +17,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..capture.interventions import Intervention
 from ..capture.trace import neuron_gradients, run
 from ..models.loading import LoadedModel
+from ..store import Store
 
 METHODS = ("attribution", "activation")
 
@@ -78,31 +80,28 @@ def _summarise(scores: dict[int, torch.Tensor], method: str) -> pd.DataFrame:
 
 
 def attribution_patching(model: LoadedModel, pairs: PromptPairs, layers: Sequence[int] | None = None,
-                         batch_size: int = 256) -> pd.DataFrame:
-    """Attribution-patching estimate of every neuron's IE; one row per (layer, neuron)."""
+                         batch_size: int = 256, intervention: Intervention | None = None) -> pd.DataFrame:
+    """Attribution-patching estimate of every neuron's IE (under ``intervention``); one row per (layer, neuron)."""
     layers = list(range(model.n_layers)) if layers is None else sorted(layers)
-    corrupt = run(model, pairs.corrupt, layers=layers).neurons
+    corrupt = run(model, pairs.corrupt, layers=layers, intervention=intervention).neurons
     parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     for lo in range(0, len(pairs.clean), batch_size):
         hi = lo + batch_size
         acts, grads = neuron_gradients(model, pairs.clean[lo:hi], layers, pairs.clean_answer[lo:hi],
-                                       pairs.corrupt_answer[lo:hi])
+                                       pairs.corrupt_answer[lo:hi], intervention)
         for layer in layers:
             parts[layer].append(0.5 * (corrupt[layer][lo:hi] - acts[layer]) * grads[layer])
     return _summarise({layer: torch.cat(p) for layer, p in parts.items()}, "attribution")
 
 
-def indirect_effect(p_clean: torch.Tensor, p_patched: torch.Tensor, r: torch.Tensor, r_cf: torch.Tensor) -> torch.Tensor:
-    """science.md's IE from next-token probabilities before (``[B, V]``) and after (``[..., B, V]``) a patch."""
-    rows = torch.arange(len(r))
-    before_r, before_cf = p_clean[rows, r], p_clean[rows, r_cf]
-    after_r, after_cf = p_patched[..., rows, r], p_patched[..., rows, r_cf]
-    return 0.5 * ((after_cf - before_cf) / before_cf + (before_r - after_r) / after_r)
+def indirect_effect(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """science.md's IE from the probabilities of (r, r') before (``[B, 2]``) and after (``[..., B, 2]``) a patch."""
+    return 0.5 * ((after[..., 1] - before[:, 1]) / before[:, 1] + (before[:, 0] - after[..., 0]) / after[..., 0])
 
 
 def activation_patching(model: LoadedModel, pairs: PromptPairs, layers: Sequence[int] | None = None,
-                        neurons_per_batch: int = 64,
-                        progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+                        neurons_per_batch: int = 64, progress: Callable[[int, int], None] | None = None,
+                        intervention: Intervention | None = None) -> pd.DataFrame:
     """Exact IE of patching each neuron alone (clean run, that neuron's last-position value from the corrupt run).
 
     Costs one forward pass per neuron and prompt, batched as ``neurons_per_batch`` copies of the prompts: meant
@@ -110,8 +109,9 @@ def activation_patching(model: LoadedModel, pairs: PromptPairs, layers: Sequence
     """
     layers = list(range(model.n_layers)) if layers is None else sorted(layers)
     n = len(pairs.clean)
-    corrupt = run(model, pairs.corrupt, layers=layers).neurons
-    p_clean = run(model, pairs.clean).logits.softmax(-1)
+    tokens = torch.stack([pairs.clean_answer, pairs.corrupt_answer], dim=1)  # [n, 2]: r, r'
+    corrupt = run(model, pairs.corrupt, layers=layers, intervention=intervention).neurons
+    before = run(model, pairs.clean, token_ids=tokens, intervention=intervention).token_probs
     scores: dict[int, torch.Tensor] = {}
     total, done = len(layers) * model.d_mlp, 0
     for layer in layers:
@@ -120,10 +120,11 @@ def activation_patching(model: LoadedModel, pairs: PromptPairs, layers: Sequence
             chunk = torch.arange(lo, min(model.d_mlp, lo + neurons_per_batch))
             rows = torch.arange(len(chunk) * n)
             neurons = chunk.repeat_interleave(n)
-            values = corrupt[layer][rows % n, neurons]
-            patched = run(model, pairs.clean * len(chunk), patch={layer: (rows, neurons, values)},
-                          batch_size=len(rows)).logits.softmax(-1).view(len(chunk), n, -1)
-            effects[:, chunk] = indirect_effect(p_clean, patched, pairs.clean_answer, pairs.corrupt_answer).T
+            values = corrupt[layer][rows % n, neurons].to(model.hf.dtype)
+            after = run(model, pairs.clean * len(chunk), token_ids=tokens.repeat(len(chunk), 1),
+                        row_patch={layer: (rows, neurons, values)}, intervention=intervention,
+                        batch_size=len(rows)).token_probs.reshape(len(chunk), n, 2)
+            effects[:, chunk] = torch.as_tensor(indirect_effect(before, after)).T.float()
             done += len(chunk)
             if progress:
                 progress(done, total)
@@ -131,8 +132,20 @@ def activation_patching(model: LoadedModel, pairs: PromptPairs, layers: Sequence
     return _summarise(scores, "activation")
 
 
+def ensure_importance(model: LoadedModel, store: Store, sweep_id: int, n_prompts: int = 50, seed: int = 0,
+                      intervention: Intervention | None = None) -> pd.DataFrame:
+    """Attribution-patching importance of every neuron on a sweep's prompts, computed once per (sweep, prompts,
+    seed) and stored; the sweep's key already names the model, grid and intervention."""
+    stored = store.importance(sweep_id, "attribution", n_prompts, seed)
+    if len(stored) == model.n_layers * model.d_mlp:
+        return stored
+    pairs = prompt_pairs(model, store.prompts(sweep_id), n_prompts, seed)
+    store.write_importance(sweep_id, n_prompts, seed, attribution_patching(model, pairs, intervention=intervention))
+    return store.importance(sweep_id, "attribution", n_prompts, seed)
+
+
 def first_heuristics_layer(model: LoadedModel, pairs: PromptPairs, fraction: float = 0.05,
-                           ) -> tuple[int, pd.DataFrame]:
+                           intervention: Intervention | None = None) -> tuple[int, pd.DataFrame]:
     """The first layer whose MLP output promotes the answer at the last position, with the per-layer evidence.
 
     Evidence per layer, over the clean (correct) prompts: the MLP output's direct logit on the answer minus its
@@ -140,7 +153,7 @@ def first_heuristics_layer(model: LoadedModel, pairs: PromptPairs, fraction: flo
     top-10 promoted number. The first heuristics layer is the first whose mean promotion reaches ``fraction`` of
     the largest layer's.
     """
-    capture = run(model, pairs.clean, layers=None)
+    capture = run(model, pairs.clean, layers=None, intervention=intervention)
     answers = pairs.clean_value
     rows = []
     for layer in range(model.n_layers):

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from ..capture.interventions import Intervention
+from ..errors import InputError
 from ..models.adapters import neuron_label
-from ..store.connection import Store
+from ..models.loading import LoadedModel
+from ..store import Store
+from ..tasks.grid import PromptTemplate
+from .sweep import NeuronSelection, run_sweep
 
 MAP_KINDS = ("K", "KV")
 
@@ -57,11 +63,11 @@ def load_neuron_map(store: Store, sweep_id: int, layer: int, neuron: int, kind: 
                     prompts: pd.DataFrame | None = None) -> NeuronMap:
     """Read a neuron's map (one indexed read of a handful of rows); ``prompts`` may be passed to reuse a read."""
     if kind not in MAP_KINDS:
-        raise ValueError(f"map kind must be one of {MAP_KINDS}")
+        raise InputError(f"map kind must be one of {MAP_KINDS}")
     k, kv = store.neuron_map(sweep_id, layer, neuron)
     prompts = store.prompts(sweep_id) if prompts is None else prompts
     if len(k) != len(prompts):
-        raise ValueError(f"{neuron_label(layer, neuron)} is not stored for sweep {sweep_id} (run the sweep first)")
+        raise InputError(f"{neuron_label(layer, neuron)} is not stored for sweep {sweep_id} (run the sweep first)")
     return NeuronMap(layer, neuron, kind, prompts, k if kind == "K" else kv)
 
 
@@ -74,7 +80,14 @@ def most_active(store: Store, sweep_id: int, layer: int, count: int = 20) -> pd.
 
 def neuron_matches(store: Store, sweep_id: int, layer: int, neuron: int) -> pd.DataFrame:
     """The neuron's stored heuristic matches on this sweep (every classification run), best first."""
-    return store.query(
-        "SELECT heuristic, score, base_rate, lift, grp AS \"group\", direct, side, maps, threshold "
-        "FROM heuristic_scores WHERE sweep_id=? AND layer=? AND neuron=? AND matched ORDER BY score DESC",
-        [sweep_id, layer, neuron])
+    return store.neuron_matches(sweep_id, layer, neuron)
+
+
+def neuron_map(model: LoadedModel, store: Store, op: str, layer: int, neuron: int, kind: str = "K",
+               max_op: int = 100, template: PromptTemplate | None = None, intervention: Intervention | None = None,
+               progress: Callable[[int, int], None] | None = None) -> NeuronMap:
+    """Any neuron's map on any grid: read from the store, or computed on demand (one grid pass capturing that
+    neuron, with the answers if they are missing) and cached, so every neuron of every model can be opened."""
+    sweep = run_sweep(model, store, op, NeuronSelection("list", neurons=((layer, neuron),)), max_op, template,
+                      intervention, progress=progress)
+    return load_neuron_map(store, sweep.sweep_id, layer, neuron, kind)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..capture.interventions import Intervention
 from ..capture.trace import run
 from ..models.adapters import hook_name, neuron_label
 from ..models.loading import LoadedModel
@@ -50,14 +51,15 @@ def check_prompt(model: LoadedModel, text: str) -> ArithmeticPrompt:
     return prompt
 
 
-def report(model: LoadedModel, text: str, k: int = 5, neurons_per_layer: int = 10) -> PromptReport:
+def report(model: LoadedModel, text: str, k: int = 5, neurons_per_layer: int = 10,
+           intervention: Intervention | None = None) -> PromptReport:
     """Top-k next tokens and, per layer, the ``neurons_per_layer`` largest activations at the last position.
 
     For gated (Llama-style) models, whose neurons can be negative, "largest" means largest magnitude.
     """
     text = text.strip()
     prompt = check_prompt(model, text)
-    capture = run(model, [text], layers=None)
+    capture = run(model, [text], layers=None, logits=True, intervention=intervention)
     probs = capture.logits[0].softmax(-1)
     values, ids = probs.topk(k)
     answer_id = model.number_token_ids[prompt.answer]

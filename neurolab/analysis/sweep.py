@@ -1,38 +1,133 @@
-"""Operand-grid sweeps: one batched capture per chunk of the grid, streamed into the store.
+"""Operand-grid sweeps: the model's answer on every prompt of a grid, and the K maps of a selection of neurons.
 
-Per prompt, the model's answer (top-1 token, probability of the correct answer, correctness); per neuron of the
-requested layers, the **K map** (activation at the last position) and the **KV map** (activation x the neuron's
-value-vector logit on the prompt's correct answer: its direct contribution to the right answer). Only one chunk
-is ever in memory, each chunk is committed with its progress marker, and a rerun computes only what is missing.
+A sweep is keyed by the model (weights and dtype), the grid and the intervention. Which neurons it records is a
+:class:`NeuronSelection`: every neuron, the top-N per layer by importance (the paper analyses the top 200), an
+explicit list, or none (answers only). Before computing, the plan (rows and bytes) is announced; for a model whose
+full sweep would exceed :data:`FULL_SWEEP_LIMIT` the default selection is the top-N. Values go to the store's .npy
+blocks as float16 (KV is computed at read time from K and the stored value lens). A neuron that is not stored is
+computed on demand by a sweep of that one neuron, and stays cached.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
 
-from ..capture.trace import run
+from ..capture.interventions import CLEAN, Intervention
+from ..capture.trace import Capture, default_batch_size, intervened, stream
+from ..errors import InputError
 from ..models.loading import LoadedModel
-from ..store.connection import Store, SweepKey
+from ..store import Store, SweepKey
 from ..tasks.grid import OperandGrid, PromptTemplate
+from .importance import ensure_importance
 
-#: activations of one chunk kept under about this many bytes (K and KV for every requested layer)
-CHUNK_BYTES = 256 * 2**20
-MAX_CHUNK = 4096
+SELECTION_MODES = ("auto", "all", "top", "list", "none")
+#: above this many bytes of values, "auto" records the top-N neurons per layer instead of every neuron
+FULL_SWEEP_LIMIT = 4 * 2**30
+VALUE_BYTES = 2  # float16
+
+
+@dataclass(frozen=True)
+class NeuronSelection:
+    """Which neurons a sweep records. ``layers`` restricts ``all``/``top`` (None: every layer); ``top`` ranks by the
+    attribution-patching importance run (``n_prompts``, ``seed``) of the same sweep."""
+
+    mode: str = "auto"
+    top_n: int = 200
+    neurons: tuple[tuple[int, int], ...] = ()
+    layers: tuple[int, ...] | None = None
+    n_prompts: int = 50
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in SELECTION_MODES:
+            raise InputError(f"neuron selection {self.mode!r}: use one of {', '.join(SELECTION_MODES)}")
+        if self.mode == "list" and not self.neurons:
+            raise InputError("an explicit neuron selection needs neurons, e.g. L3N12,L3N40")
+        if self.top_n < 1:
+            raise InputError("top-N must be at least 1")
+
+    @classmethod
+    def parse(cls, text: str | None, layers: Sequence[int] | None = None, **kwargs) -> NeuronSelection:
+        """``auto`` (default), ``all``, ``none``, ``top`` / ``top:200``, or a list ``L3N12,L3N40``."""
+        from ..capture.interventions import parse_neurons
+
+        text = (text or "auto").strip().lower()
+        chosen = None if layers is None else tuple(sorted(set(layers)))
+        if text in ("auto", "all", "none", "top"):
+            return cls(text, layers=chosen, **kwargs)
+        if text.startswith("top:"):
+            try:
+                return cls("top", top_n=int(text[4:]), layers=chosen, **kwargs)
+            except ValueError:
+                raise InputError(f"--neurons {text!r}: write top:N, e.g. top:200") from None
+        return cls("list", neurons=parse_neurons(text), **kwargs)
+
+
+@dataclass
+class SweepPlan:
+    """What a sweep will store: neurons per layer, values and bytes on disk (values + value lens)."""
+
+    mode: str
+    n_prompts: int
+    per_layer: dict[int, int]
+
+    @property
+    def values(self) -> int:
+        return self.n_prompts * sum(self.per_layer.values())
+
+    def bytes(self, n_numbers: int) -> int:
+        return self.values * VALUE_BYTES + sum(self.per_layer.values()) * n_numbers * 4
+
+    def describe(self, n_numbers: int) -> str:
+        neurons = sum(self.per_layer.values())
+        return (f"{self.mode}: {self.n_prompts:,} prompts x {neurons:,} neurons in {len(self.per_layer)} layers = "
+                f"{self.values:,} values, about {_size(self.bytes(n_numbers))} on disk")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:,.1f} {unit}"
+        n /= 1000
+    raise AssertionError
+
+
+def plan_sweep(n_layers: int, d_mlp: int, n_numbers: int, n_prompts: int, selection: NeuronSelection) -> SweepPlan:
+    """The plan of a selection on a model's shape (no model needed: this is how a sweep's cost is estimated)."""
+    layers = list(range(n_layers)) if selection.layers is None else list(selection.layers)
+    mode = selection.mode
+    if mode == "auto":
+        full = SweepPlan("all", n_prompts, dict.fromkeys(layers, d_mlp))
+        mode = "all" if full.bytes(n_numbers) <= FULL_SWEEP_LIMIT else "top"
+    if mode == "all":
+        return SweepPlan(mode, n_prompts, dict.fromkeys(layers, d_mlp))
+    if mode == "top":
+        return SweepPlan(mode, n_prompts, dict.fromkeys(layers, min(selection.top_n, d_mlp)))
+    if mode == "list":
+        counts: dict[int, int] = {}
+        for layer, _ in selection.neurons:
+            counts[layer] = counts.get(layer, 0) + 1
+        return SweepPlan(mode, n_prompts, counts)
+    return SweepPlan(mode, n_prompts, {})
 
 
 @dataclass
 class SweepResult:
     sweep_id: int
     n_prompts: int
-    layers: list[int]
+    neurons: dict[int, list[int]]  # what the selection asked for, per layer
     chunks_computed: int
     chunks_total: int
+    plan: SweepPlan | None = None
+    layers: list[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.layers = sorted(self.neurons)
 
     @property
     def cached(self) -> bool:
@@ -40,79 +135,170 @@ class SweepResult:
         return self.chunks_computed == 0
 
 
-def default_chunk_size(model: LoadedModel, n_layers: int) -> int:
-    """Large chunks amortise the trace's fixed cost; the memory budget bounds them for large models."""
-    per_prompt = max(1, n_layers) * model.d_mlp * 4 * 2
-    return max(64, min(MAX_CHUNK, CHUNK_BYTES // per_prompt))
+def grid_for(model: LoadedModel, op: str, max_op: int = 100, template: PromptTemplate | None = None) -> OperandGrid:
+    return OperandGrid(op, max_op, model.max_single_token, template or PromptTemplate())
 
 
-def sweep_key(model: LoadedModel, grid: OperandGrid) -> SweepKey:
-    return SweepKey(model.fingerprint, grid.op, grid.template.key, grid.max_op)
+def sweep_key(model: LoadedModel, grid: OperandGrid, intervention: Intervention | None = None) -> SweepKey:
+    return SweepKey(model.fingerprint, grid.op, grid.template.key, grid.max_op,
+                    intervention=(intervention or CLEAN).key)
 
 
-def find_sweep(model: LoadedModel, store: Store, grid: OperandGrid) -> int | None:
-    """The id of this grid's sweep in the store, if one was started."""
-    return store.sweep_id(sweep_key(model, grid), len(grid), 0, create=False)
+def find_sweep(model: LoadedModel, store: Store, grid: OperandGrid, intervention: Intervention | None = None
+               ) -> int | None:
+    """The id of this grid's sweep (under ``intervention``) in the store, if one was started."""
+    return store.sweep_id(sweep_key(model, grid, intervention), len(grid), 0, create=False)
+
+
+def _open_sweep(model: LoadedModel, store: Store, grid: OperandGrid, intervention: Intervention,
+                chunk_size: int | None) -> int:
+    store.register_model(model.fingerprint, model.weights_fingerprint, model.dtype, model.revision, model.name,
+                         model.source, model.adapter.family, model.n_layers, model.d_mlp, model.max_single_token)
+    if intervention:
+        store.save_intervention(intervention.to_json(), intervention.tensors())
+    size = chunk_size or default_batch_size(model, grid.prompts, model.d_mlp)
+    return store.sweep_id(sweep_key(model, grid, intervention), len(grid), size)
+
+
+def _wanted(model: LoadedModel, store: Store, sweep_id: int, selection: NeuronSelection, plan: SweepPlan,
+            intervention: Intervention) -> dict[int, list[int]]:
+    """Layer -> the neurons the selection asks for (for ``top``, from the sweep's importance run)."""
+    layers = list(plan.per_layer)
+    for layer in [*layers, *(layer for layer, _ in selection.neurons)]:
+        if not 0 <= layer < model.n_layers:
+            raise InputError(f"layer {layer} does not exist; the model has layers 0..{model.n_layers - 1}")
+    if plan.mode == "all":
+        return {layer: list(range(model.d_mlp)) for layer in layers}
+    if plan.mode == "list":
+        wanted: dict[int, list[int]] = {}
+        for layer, n in selection.neurons:
+            if not 0 <= n < model.d_mlp:
+                raise InputError(f"L{layer}N{n}: the model has neurons 0..{model.d_mlp - 1} per layer")
+            wanted.setdefault(layer, []).append(n)
+        return wanted
+    if plan.mode == "top":
+        importance = ensure_importance(model, store, sweep_id, selection.n_prompts, selection.seed, intervention)
+        return {layer: top_neurons(importance, layer, selection.top_n) for layer in layers}
+    return {}
+
+
+def top_neurons(importance: pd.DataFrame, layer: int, top_n: int) -> list[int]:
+    """The layer's ``top_n`` neurons by importance, most important first."""
+    rows = importance[importance["layer"] == layer].sort_values("rank")
+    return [int(n) for n in rows["neuron"].head(top_n)]
 
 
 def run_sweep(
     model: LoadedModel,
     store: Store,
     op: str,
-    layers: Sequence[int] | None = None,
+    selection: NeuronSelection | None = None,
     max_op: int = 100,
     template: PromptTemplate | None = None,
+    intervention: Intervention | None = None,
     chunk_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    announce: Callable[[SweepPlan], None] | None = None,
     remote: bool | str = False,
 ) -> SweepResult:
-    """Fill the store with the grid's answers and K/KV maps of ``layers`` (None = all); resumes where it stopped.
+    """Fill the store with the grid's answers and the selected neurons' K maps; resumes where it stopped.
 
-    ``progress(done, total)`` counts prompts. The chunking of a sweep is fixed when it is first created.
+    ``progress(done, total)`` counts prompts; ``announce(plan)`` is called before anything is computed.
+    The chunking of a sweep is fixed when it is first created.
     """
-    grid = OperandGrid.for_model(model, op, max_op, template)
+    selection = selection or NeuronSelection()
+    intervention = intervention or CLEAN
+    grid = grid_for(model, op, max_op, template)
     if not len(grid):
-        raise ValueError(f"the {op} grid with max_op={max_op} has no valid prompt")
-    layers = list(range(model.n_layers)) if layers is None else sorted(set(layers))
-    for layer in layers:
-        if not 0 <= layer < model.n_layers:
-            raise ValueError(f"layer {layer} does not exist; the model has layers 0..{model.n_layers - 1}")
-    store.register_model(model.fingerprint, model.name, model.source, model.adapter.family, model.n_layers,
-                         model.d_mlp, model.max_single_token)
-    sweep_id = store.sweep_id(sweep_key(model, grid), len(grid), chunk_size or default_chunk_size(model, len(layers)))
+        raise InputError(f"the {op} grid with max_op={max_op} has no valid prompt")
+    plan = plan_sweep(model.n_layers, model.d_mlp, len(model.number_token_ids), len(grid), selection)
+    sweep_id = _open_sweep(model, store, grid, intervention, chunk_size)
+    if announce:
+        announce(plan)
+    computed = 0
+    if plan.mode == "top":  # importance ranks neurons on correct prompts: the answers come first
+        computed += _compute(model, store, sweep_id, grid, {}, intervention, progress, remote)
+    wanted = _wanted(model, store, sweep_id, selection, plan, intervention)
+    stored = store.stored_neurons(sweep_id)
+    missing = {layer: [n for n in ns if n not in stored.get(layer, set())] for layer, ns in wanted.items()}
+    missing = {layer: ns for layer, ns in missing.items() if ns}
+    computed += _compute(model, store, sweep_id, grid, missing, intervention, progress, remote)
+    total = -(-len(grid) // int(store.sweep_info(sweep_id)["chunk_size"]))
+    return SweepResult(sweep_id, len(grid), wanted, computed, total, plan)
+
+
+def _todo_chunks(store: Store, sweep_id: int, blocks: list[int], n_prompts: int) -> list[int]:
+    """Chunks still lacking answers, or lacking in any of ``blocks``."""
     size = int(store.sweep_info(sweep_id)["chunk_size"])
-    n_chunks = math.ceil(len(grid) / size)
-    done = store.done(sweep_id)
-    todo = [c for c in range(n_chunks) if any((layer, c) not in done for layer in layers)]
-    remaining = sum(min(len(grid), (c + 1) * size) - c * size for c in todo)
-    finished = len(grid) - remaining
+    chunks = range(-(-n_prompts // size))
+    answered = store.answered(sweep_id)
+    todo = {c for c in chunks if not all(i in answered for i in range(c * size, min(n_prompts, (c + 1) * size)))}
+    for block_id in blocks:
+        done = store.block_chunks(block_id)
+        todo |= {c for c in chunks if c not in done}
+    return sorted(todo)
+
+
+def _blocks_for(model: LoadedModel, store: Store, sweep_id: int, missing: dict[int, list[int]], n_prompts: int,
+                intervention: Intervention) -> dict[int, tuple[int, list[int]]]:
+    """Block id -> (layer, neurons) to fill: an interrupted block of exactly these neurons is resumed, else a new
+    block is made (with its value lens, computed under the intervention's weight edits)."""
+    found: dict[int, tuple[int, list[int]]] = {}
+    for layer, neurons in missing.items():
+        resumable = [row for row in store.blocks(sweep_id, layer).itertuples()
+                     if not row.complete and row.lens_file is not None and list(row.neurons) == neurons]
+        if resumable:
+            found[int(resumable[-1].block_id)] = (layer, neurons)
+            continue
+        with intervened(model, intervention):
+            lens = model.number_logit_lens(layer)[neurons].cpu().numpy()
+        found[store.create_block(sweep_id, layer, neurons, n_prompts, lens)] = (layer, neurons)
+    return found
+
+
+def _compute(model: LoadedModel, store: Store, sweep_id: int, grid: OperandGrid, missing: dict[int, list[int]],
+             intervention: Intervention, progress, remote: bool | str = False) -> int:
+    """Run the chunks that lack answers or values of ``missing``; returns how many chunks were computed."""
+    blocks = _blocks_for(model, store, sweep_id, missing, len(grid), intervention)  # one per layer
+    todo = _todo_chunks(store, sweep_id, list(blocks), len(grid))
+    size = int(store.sweep_info(sweep_id)["chunk_size"])
+    total = len(grid)
+    finished = total - sum(min(total, (c + 1) * size) - c * size for c in todo)
     if progress:
-        progress(finished, len(grid))
+        progress(finished, total)
     if not todo:
-        return SweepResult(sweep_id, len(grid), layers, 0, n_chunks)
-    lenses = {layer: model.number_logit_lens(layer) for layer in layers}
-    answers = torch.tensor(grid.answers)
-    for chunk in todo:
-        lo, hi = chunk * size, min(len(grid), (chunk + 1) * size)
-        need = [layer for layer in layers if (layer, chunk) not in done]
-        capture = run(model, grid.prompts[lo:hi], layers=need, batch_size=hi - lo, remote=remote)
-        chunk_answers = answers[lo:hi]
-        maps = {}
-        for layer in need:
-            k = capture.neurons[layer]
-            kv = k * lenses[layer][:, chunk_answers].T  # [prompts, d_mlp]
-            maps[layer] = (k.numpy(), kv.numpy())
-        store.write_chunk(sweep_id, chunk, _prompt_rows(model, grid, lo, hi, capture.logits), maps)
-        finished += hi - lo
+        return 0
+    answered = store.answered(sweep_id)
+    done = {b: store.block_chunks(b) for b in blocks}
+    answers = np.asarray(grid.answers)
+    token_ids = torch.as_tensor(np.asarray(model.number_token_ids)[answers])[:, None]
+    prompts = [p for c in todo for p in grid.prompts[c * size:(c + 1) * size]]
+    tokens = torch.cat([token_ids[c * size:(c + 1) * size] for c in todo])
+
+    def write(lo: int, hi: int, capture: Capture) -> None:
+        nonlocal finished
+        chunk = todo[lo // size]
+        start, end = chunk * size, chunk * size + (hi - lo)
+        filled = {}
+        for block_id, (layer, _) in blocks.items():
+            if chunk not in done[block_id]:
+                store.write_block_values(block_id, start, end, capture.neurons[layer].numpy())
+                filled[block_id] = chunk
+        rows = None
+        if not all(i in answered for i in range(start, end)):
+            rows = _prompt_rows(model, grid, start, end, capture)
+        store.write_chunk(sweep_id, filled, rows)
+        finished += end - start
         if progress:
-            progress(finished, len(grid))
-    return SweepResult(sweep_id, len(grid), layers, len(todo), n_chunks)
+            progress(finished, total)
+
+    stream(model, prompts, write, layers=missing, token_ids=tokens, intervention=intervention, batch_size=size,
+           remote=remote, half=True)
+    return len(todo)
 
 
-def _prompt_rows(model: LoadedModel, grid: OperandGrid, lo: int, hi: int, logits: torch.Tensor) -> pd.DataFrame:
-    probs = logits.softmax(-1)
-    top_p, top_id = probs.max(-1)
-    answer_ids = torch.tensor([model.number_token_ids[a] for a in grid.answers[lo:hi]])
+def _prompt_rows(model: LoadedModel, grid: OperandGrid, lo: int, hi: int, capture: Capture) -> pd.DataFrame:
+    answer_ids = np.asarray(model.number_token_ids)[np.asarray(grid.answers[lo:hi])]
     pairs = np.asarray(grid.pairs[lo:hi])
     return pd.DataFrame({
         "idx": np.arange(lo, hi),
@@ -120,8 +306,8 @@ def _prompt_rows(model: LoadedModel, grid: OperandGrid, lo: int, hi: int, logits
         "op2": pairs[:, 1],
         "answer": grid.answers[lo:hi],
         "prompt": grid.prompts[lo:hi],
-        "top1": [model.token_str(i) for i in top_id.tolist()],
-        "top1_prob": top_p.numpy(),
-        "answer_prob": probs.gather(1, answer_ids[:, None])[:, 0].numpy(),
-        "correct": (top_id == answer_ids).numpy(),
+        "top1": [model.token_str(i) for i in capture.top1.tolist()],
+        "top1_prob": capture.top1_prob.copy(),
+        "answer_prob": capture.token_probs[:, 0].copy(),
+        "correct": capture.top1 == answer_ids,
     })

@@ -6,16 +6,11 @@ agreement check reads the numbers its value vector promotes most and asks how ma
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Callable
-
 import numpy as np
 import pandas as pd
 
+from ..heuristics.families import Predicate, parse
 from ..models.loading import LoadedModel
-
-Predicate = Callable[[np.ndarray], np.ndarray]
 
 
 def number_line(model: LoadedModel, layer: int, neuron: int) -> np.ndarray:
@@ -23,48 +18,17 @@ def number_line(model: LoadedModel, layer: int, neuron: int) -> np.ndarray:
     return model.number_logit_lens(layer)[neuron].numpy()
 
 
-def _pattern(pattern: str) -> Predicate:
-    digits = [(i, int(c)) for i, c in enumerate(pattern) if c != "."]
-    return lambda v: np.all([(v // 10 ** (2 - i)) % 10 == d for i, d in digits], axis=0)
-
-
-def _value_predicate(rule: str) -> Predicate | None:
-    """The value rule at the end of a heuristic name: ``3mod7``, ``range_40_50``, ``value_123``, ``pattern_.2.``,
-    ``multi_value_2=[3, 4]``."""
-    if m := re.fullmatch(r"range_(\d+)_(\d+)", rule):
-        lo, hi = int(m.group(1)), int(m.group(2))
-        return lambda v: (v >= lo) & (v < hi)
-    if m := re.fullmatch(r"(\d+)mod(\d+)", rule):
-        r, n = int(m.group(1)), int(m.group(2))
-        return lambda v: v % n == r
-    if m := re.fullmatch(r"value_(\d+)", rule):
-        value = int(m.group(1))
-        return lambda v: v == value
-    if m := re.fullmatch(r"pattern_([\d.]{3})", rule):
-        return _pattern(m.group(1))
-    if m := re.fullmatch(r"multi_value_\d+=(\[.*\])", rule):
-        values = json.loads(m.group(1))
-        return lambda v: np.isin(v, values)
-    return None
-
-
 def matching_set(heuristic: str, op1: np.ndarray, op2: np.ndarray, result: np.ndarray) -> np.ndarray | None:
-    """Which prompts satisfy a heuristic, parsed from its name (None for a name neurolab does not know)."""
-    if heuristic == "same_operand":
-        return op1 == op2
-    for prefix, operands in (("both_operands_", (op1, op2)), ("op1_", (op1,)), ("op2_", (op2,)),
-                             ("result_", (result,))):
-        if heuristic.startswith(prefix):
-            predicate = _value_predicate(heuristic[len(prefix):])
-            if predicate is None:
-                return None
-            return np.logical_and.reduce([predicate(np.asarray(v)) for v in operands])
-    return None
+    """Which prompts satisfy a heuristic, read from its name by the family registry (None for a name no family
+    writes)."""
+    parsed = parse(heuristic)
+    return None if parsed is None else parsed[0].matching_set(parsed[1], op1, op2, result)
 
 
 def result_predicate(heuristic: str) -> Predicate | None:
-    """Which result values a result heuristic is about (None for operand heuristics)."""
-    return _value_predicate(heuristic[len("result_"):]) if heuristic.startswith("result_") else None
+    """Which result values a result heuristic is about (None for operand heuristics and unknown names)."""
+    parsed = parse(heuristic)
+    return None if parsed is None else parsed[0].result_predicate(parsed[1])
 
 
 def agreement(model: LoadedModel, matches: pd.DataFrame, results: np.ndarray, top: int = 10) -> pd.DataFrame:
@@ -89,6 +53,7 @@ def agreement(model: LoadedModel, matches: pd.DataFrame, results: np.ndarray, to
         m = int(min(top, satisfied.sum()))
         promoted = values[np.argsort(-line, kind="stable")[:m]]
         share = float(predicate(promoted).mean())
-        rows.append({"layer": row.layer, "neuron": row.neuron, "heuristic": row.heuristic, "promoted": promoted.tolist(),
-                     "share": share, "chance": float(satisfied.mean()), "agrees": share >= 0.5})
+        rows.append({"layer": row.layer, "neuron": row.neuron, "heuristic": row.heuristic,
+                     "promoted": promoted.tolist(), "share": share, "chance": float(satisfied.mean()),
+                     "agrees": share >= 0.5})
     return pd.DataFrame(rows, columns=["layer", "neuron", "heuristic", "promoted", "share", "chance", "agrees"])

@@ -7,7 +7,6 @@ between families is looked up in :mod:`neurolab.adapters`; nothing here branches
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import threading
@@ -21,6 +20,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from .. import paths
 from ..errors import ModelLoadError
 from .adapters import ArchitectureAdapter, adapter_for, get_module, hook_name, value_vectors
+from .devices import dtype_name, resolve_device, resolve_dtype
+from .fingerprints import fingerprint, model_fingerprint
 
 #: One lock for every use of every loaded model: nnsight must not trace a model from two threads at once, and
 #: Streamlit runs each browser session in its own thread. Reentrant, so core functions may nest.
@@ -28,7 +29,6 @@ MODEL_LOCK = threading.RLock()
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 _NUMBER_SCAN_LIMIT = 10_000
-_FULL_HASH_LIMIT = 512 * 2**20
 
 
 @dataclass(eq=False)
@@ -40,7 +40,10 @@ class LoadedModel:
     lm: TransformersModel
     tokenizer: PreTrainedTokenizerBase
     adapter: ArchitectureAdapter
-    fingerprint: str
+    weights_fingerprint: str  # the weights alone (content hash, or the hub commit)
+    dtype: str  # what the weights run in: float32, bfloat16, float16
+    revision: str | None  # hub commit or revision, None for a local folder
+    fingerprint: str  # weights + dtype: the key every cached result carries
     number_token_ids: list[int]  # token id of integer n (as it follows "="), for n = 0..max_single_token
     n_layers: int = 0
     d_mlp: int = 0
@@ -60,6 +63,12 @@ class LoadedModel:
         return next(self.hf.parameters()).device
 
     @property
+    def device_map(self) -> dict | None:
+        """Accelerate's placement when the model is spread over several devices, else None."""
+        placement = getattr(self.hf, "hf_device_map", None)
+        return placement if placement and len(set(placement.values())) > 1 else None
+
+    @property
     def max_single_token(self) -> int:
         """Largest n such that every integer 0..n is one token (computed from the tokenizer, never assumed)."""
         return len(self.number_token_ids) - 1
@@ -75,7 +84,9 @@ class LoadedModel:
             "model": self.name,
             "source": self.source,
             "family": a.family,
-            "fingerprint": self.fingerprint,
+            "fingerprint": f"{self.fingerprint} (weights {self.weights_fingerprint}, {self.dtype})",
+            "device": str(self.device) if not self.device_map else f"spread: {self.device_map}",
+            "revision": self.revision or "local folder",
             "layers": str(self.n_layers),
             "neurons per layer": str(self.d_mlp),
             "max single-token integer": str(self.max_single_token),
@@ -93,7 +104,8 @@ class LoadedModel:
         return value_vectors(get_module(self.hf, self.adapter.mlp_out_path(layer))).detach()
 
     def number_logit_lens(self, layer: int) -> torch.Tensor:
-        """``[d_mlp, max_single_token + 1]``: each value vector's direct logit on each number token.
+        """``[d_mlp, max_single_token + 1]`` float32 on the host: each value vector's direct logit on each number
+        token (computed on the model's device; analyses that read it run on the host).
 
         ``W_out[n] * g @ W_U[numbers].T`` with ``g`` the final norm's scale, where the model has one (the norm's
         centring and division by the residual's RMS are left out: they depend on the whole residual stream).
@@ -103,7 +115,7 @@ class LoadedModel:
         if scale is not None:
             vectors = vectors * scale.detach().float()
         unembed = get_module(self.hf, self.adapter.unembed).weight.detach().float()
-        return vectors @ unembed[self.number_token_ids].T
+        return (vectors @ unembed[self.number_token_ids].T).cpu()
 
     def encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """Left-padded ids with mask-derived positions, so a padded row computes exactly as it would alone."""
@@ -143,38 +155,6 @@ def number_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     return ids
 
 
-def _file_digest(path: Path) -> str:
-    """Content hash; for files over 512 MB, size + safetensors header + first and last 64 MB (seconds, not
-    minutes, and still changes whenever the weights do in practice)."""
-    h = hashlib.blake2b(digest_size=16)
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        if size <= _FULL_HASH_LIMIT:
-            for chunk in iter(lambda: f.read(8 * 2**20), b""):
-                h.update(chunk)
-        else:
-            h.update(str(size).encode())
-            h.update(f.read(64 * 2**20))
-            f.seek(size - 64 * 2**20)
-            h.update(f.read())
-    return h.hexdigest()
-
-
-def fingerprint(folder: Path | None, config: dict, revision: str | None) -> str:
-    """Key for every cached result: a hash of the config and the weight/tokenizer files, or the hub revision."""
-    h = hashlib.blake2b(digest_size=10)
-    portable = {k: v for k, v in config.items() if not k.startswith("_")}  # drops _name_or_path (a location)
-    h.update(json.dumps(portable, sort_keys=True, default=str).encode())
-    if revision:
-        h.update(revision.encode())
-    if folder is not None:
-        for file in sorted(folder.iterdir()):
-            if file.suffix == ".safetensors" or file.name.startswith("tokenizer"):
-                h.update(file.name.encode())
-                h.update(_file_digest(file).encode())
-    return h.hexdigest()
-
-
 def _resolve(name: str | None) -> tuple[str, Path | None]:
     """(what to pass to from_pretrained, the local folder if it is one); raises a clear error otherwise."""
     if name is None or name.strip() in paths.EMBEDDED_ALIASES:
@@ -200,48 +180,67 @@ def _resolve(name: str | None) -> tuple[str, Path | None]:
     return name, None
 
 
-def _load_uncached(name: str | None, device: str, dtype: torch.dtype | None) -> LoadedModel:
+def _load_uncached(name: str | None, device: str, dtype: torch.dtype, revision: str | None,
+                   device_map: str | dict | None) -> LoadedModel:
     source, folder = _resolve(name)
+    if revision and folder is not None:
+        raise ModelLoadError(f"--revision {revision!r} applies to hub ids; {folder} is a local folder (one revision)")
     try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=False, revision=revision)
     except (OSError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelLoadError(
-            f"cannot load {name!r}: it is not a local model folder and the Hugging Face hub could not provide it "
-            f"(offline, unknown id, or gated). Download it once where there is network, then pass its folder. "
-            f"Detail: {first}"
+            f"cannot load {name!r}{f' at revision {revision!r}' if revision else ''}: it is not a local model folder "
+            f"and the Hugging Face hub could not provide it (offline, unknown id or revision, or gated). Download it "
+            f"once where there is network, then pass its folder. Detail: {first}"
         ) from None
     adapter = adapter_for(config.model_type)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, revision=revision)
+        # Straight into the dtype and onto the device (or across devices with accelerate's device_map="auto"):
+        # never a float32 copy on the CPU first.
         hf = AutoModelForCausalLM.from_pretrained(
-            source, trust_remote_code=False, use_safetensors=True,
-            dtype=dtype or (torch.float32 if device == "cpu" else "auto"),
+            source, trust_remote_code=False, use_safetensors=True, revision=revision, dtype=dtype,
+            device_map=device_map if device_map is not None else device,
         )
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"cannot load the weights or tokenizer of {name!r}: {error}") from None
-    hf = hf.to(device).eval()
+    hf.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     numbers = number_token_ids(tokenizer)
     if not numbers:
         raise ModelLoadError(f"{name!r}: its tokenizer has no single-token integers, so no arithmetic grid exists")
-    lm = TransformersModel(hf, tokenizer=tokenizer, task="text-generation")
-    revision = getattr(config, "_commit_hash", None)
+    # Tell the wrapper's pipeline where the model already is, so nnsight never moves it on its own (a model spread
+    # by a device map is never moved by the pipeline).
+    placement = {} if getattr(hf, "hf_device_map", None) and len(set(hf.hf_device_map.values())) > 1 else {
+        "device": next(hf.parameters()).device}
+    lm = TransformersModel(hf, tokenizer=tokenizer, task="text-generation", **placement)
+    commit = getattr(config, "_commit_hash", None)
+    weights = fingerprint(folder, config.to_dict(), commit)
     return LoadedModel(
         name=name or paths.EMBEDDED_MODEL_NAME, source=source, lm=lm, tokenizer=tokenizer, adapter=adapter,
-        fingerprint=fingerprint(folder, config.to_dict(), revision), number_token_ids=numbers,
+        weights_fingerprint=weights, dtype=dtype_name(dtype), revision=commit or revision,
+        fingerprint=model_fingerprint(weights, dtype_name(dtype)), number_token_ids=numbers,
     )
 
 
-_LOADED: dict[tuple[str, str, str], LoadedModel] = {}
+_LOADED: dict[tuple, LoadedModel] = {}
 
 
-def load_model(name: str | None = None, device: str = "cpu", dtype: torch.dtype | None = None) -> LoadedModel:
-    """Load (once per process) a model by hub id or folder; ``None`` / ``"embedded"`` is the shipped model."""
-    key = (_resolve(name)[0], device, str(dtype))
+def load_model(name: str | None = None, device: str | None = "auto", dtype: str | torch.dtype | None = "auto",
+               revision: str | None = None, device_map: str | dict | None = None) -> LoadedModel:
+    """Load (once per process) a model by hub id or folder; ``None`` / ``"embedded"`` is the shipped model.
+
+    ``device``: auto, cpu, cuda or cuda:N; ``dtype``: auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16,
+    float16; ``revision``: a hub branch, tag or commit (Pythia's training checkpoints: ``step1000`` ...);
+    ``device_map="auto"`` spreads a model too large for one GPU over the machine's GPUs (accelerate).
+    """
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    key = (_resolve(name)[0], device, str(torch_dtype), revision, json.dumps(device_map, sort_keys=True))
     with MODEL_LOCK:
         if key not in _LOADED:
-            _LOADED[key] = _load_uncached(name, device, dtype)
+            _LOADED[key] = _load_uncached(name, device, torch_dtype, revision, device_map)
         return _LOADED[key]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..errors import InputError
+
 OPERATORS: tuple[str, ...] = ("+", "-", "*", "/")
 #: file-name-safe names of the operators
 OP_NAMES = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
@@ -17,7 +19,7 @@ DEFAULT_TEMPLATE = "{op1}{op}{op2}="
 _PROMPT_RE = re.compile(r"^\s*(\d+)\s*([+\-*/])\s*(\d+)\s*=\s*$")
 
 
-class PromptError(ValueError):
+class PromptError(InputError):
     """A prompt that is not ``<int><op><int>=``; the message says what is wrong."""
 
 

@@ -10,7 +10,7 @@ import random
 from dataclasses import dataclass
 from functools import cached_property
 
-from ..models.loading import LoadedModel
+from ..errors import InputError
 from .arithmetic import OPERATORS, answer, valid_pairs
 
 FIELDS = ("{op1}", "{op}", "{op2}")
@@ -27,13 +27,13 @@ class PromptTemplate:
     def __post_init__(self) -> None:
         missing = [f for f in FIELDS if f not in self.format]
         if missing:
-            raise ValueError(f"template {self.format!r} lacks {', '.join(missing)}; e.g. '{{op1}} {{op}} {{op2}} ='")
+            raise InputError(f"template {self.format!r} lacks {', '.join(missing)}; e.g. '{{op1}} {{op}} {{op2}} ='")
         try:
             self.format.format(op1=1, op="+", op2=2)
         except (KeyError, IndexError, ValueError) as error:
-            raise ValueError(f"template {self.format!r} has a field other than {{op1}} {{op}} {{op2}}: {error}")
+            raise InputError(f"template {self.format!r} has a field other than {{op1}} {{op}} {{op2}}: {error}")
         if self.fewshot < 0:
-            raise ValueError("fewshot must be >= 0")
+            raise InputError("fewshot must be >= 0")
 
     @property
     def key(self) -> str:
@@ -78,14 +78,9 @@ class OperandGrid:
 
     def __post_init__(self) -> None:
         if self.op not in OPERATORS:
-            raise ValueError(f"unknown operator {self.op!r}; use one of {' '.join(OPERATORS)}")
+            raise InputError(f"unknown operator {self.op!r}; use one of {' '.join(OPERATORS)}")
         if not 1 <= self.max_op <= self.max_single_token + 1:
-            raise ValueError(f"max_op must be in 1..{self.max_single_token + 1} for this model")
-
-    @classmethod
-    def for_model(cls, model: LoadedModel, op: str, max_op: int = 100,
-                  template: PromptTemplate | None = None) -> OperandGrid:
-        return cls(op, max_op, model.max_single_token, template or TEMPLATES["plain"])
+            raise InputError(f"max_op must be in 1..{self.max_single_token + 1} for this model")
 
     @cached_property
     def pairs(self) -> list[tuple[int, int]]:

@@ -8,7 +8,8 @@ from pathlib import Path
 from ..analysis.evaluation import evaluate
 from ..models.loading import load_model
 from ..tasks.arithmetic import OPERATORS
-from .training import CHECKPOINTS_DIR, METADATA_FILE
+from ..tasks.splits import METADATA_FILE
+from .training import CHECKPOINTS_DIR
 
 BARS = {"+": 0.95, "-": 0.95, "*": 0.80, "/": 0.80, "nonmath": 0.95}
 COLUMNS = (*OPERATORS, "nonmath")

@@ -24,9 +24,9 @@ from transformers.utils import logging as hf_logging
 from ..paths import EMBEDDED_MODEL_NAME
 from ..tasks.arithmetic import OPERATORS, answer, valid_pairs
 from ..tasks.language import facts
+from ..tasks.splits import METADATA_FILE
 from ..tasks.vocab import MAX_NUMBER, build_tokenizer
 
-METADATA_FILE = "neurolab.json"
 CHECKPOINTS_DIR = "checkpoints"
 
 

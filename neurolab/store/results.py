@@ -1,0 +1,87 @@
+"""Results computed from a sweep: neuron importance and heuristic scores, each under its complete key.
+
+A sweep already names the model, grid and intervention; an importance run adds its method, prompts and seed; a
+classification adds its maps, top-N and threshold and the importance run (prompts, seed) that chose its neurons.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+SCORE_COLUMNS = ["layer", "neuron", "importance_rank", "heuristic", "family", "grp", "direct", "params", "score",
+                 "k", "base_rate", "lift", "side", "matched"]
+
+
+class ResultTables:
+    """Mixin of :class:`~neurolab.store.Store`: importance and heuristic scores."""
+
+    def write_importance(self, sweep_id: int, n_prompts: int, seed: int, frame: pd.DataFrame) -> None:
+        """Replace one importance run (``frame``: method, layer, neuron, mean, std, score, rank)."""
+        rows = frame.assign(sweep_id=sweep_id, n_prompts=n_prompts, seed=seed)[
+            ["sweep_id", "method", "n_prompts", "seed", "layer", "neuron", "mean", "std", "score", "rank"]]
+        methods = sorted(set(rows["method"]))
+        layers = sorted({int(x) for x in rows["layer"]})
+        with self.transaction(importance_rows=rows) as con:
+            con.execute(
+                f"DELETE FROM importance WHERE sweep_id=? AND n_prompts=? AND seed=? AND method IN "
+                f"({','.join('?' * len(methods))}) AND layer IN ({','.join(map(str, layers))})",
+                [sweep_id, n_prompts, seed, *methods])
+            con.execute("INSERT INTO importance SELECT * FROM importance_rows")
+
+    def importance(self, sweep_id: int, method: str, n_prompts: int, seed: int) -> pd.DataFrame:
+        """A stored importance run (empty when absent)."""
+        with self.cursor() as con:
+            return con.execute(
+                "SELECT * EXCLUDE (sweep_id) FROM importance WHERE sweep_id=? AND method=? AND n_prompts=? "
+                "AND seed=? ORDER BY layer, neuron", [sweep_id, method, n_prompts, seed]).df()
+
+    @staticmethod
+    def _classification_key(sweep_id: int, settings: dict) -> tuple[str, list]:
+        where = "sweep_id=? AND maps=? AND top_n=? AND threshold=? AND n_prompts=? AND seed=?"
+        return where, [sweep_id, settings["maps"], settings["top_n"], settings["threshold"], settings["n_prompts"],
+                       settings["seed"]]
+
+    def write_classification(self, sweep_id: int, settings: dict, layer: int, frame: pd.DataFrame) -> None:
+        """Replace one layer's heuristic scores of one classification run, and mark the layer complete.
+        ``settings``: maps, top_n, threshold, n_prompts, seed."""
+        where, key = self._classification_key(sweep_id, settings)
+        rows = frame.rename(columns={"group": "grp"}).assign(
+            sweep_id=sweep_id, layer=layer, **{k: settings[k] for k in ("maps", "top_n", "threshold", "n_prompts",
+                                                                        "seed")})
+        rows = rows[["sweep_id", "maps", "top_n", "threshold", "n_prompts", "seed", *SCORE_COLUMNS]]
+        with self.transaction(score_rows=rows) as con:
+            con.execute(f"DELETE FROM heuristic_scores WHERE {where} AND layer=?", [*key, layer])
+            con.execute(f"DELETE FROM classification_runs WHERE {where} AND layer=?", [*key, layer])
+            con.execute("INSERT INTO heuristic_scores SELECT * FROM score_rows")
+            con.execute("INSERT INTO classification_runs (sweep_id, maps, top_n, threshold, n_prompts, seed, layer) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)", [*key, layer])
+
+    def classified_layers(self, sweep_id: int, settings: dict) -> list[int]:
+        where, key = self._classification_key(sweep_id, settings)
+        with self.cursor() as con:
+            rows = con.execute(f"SELECT layer FROM classification_runs WHERE {where} ORDER BY layer", key).fetchall()
+        return [r[0] for r in rows]
+
+    def heuristic_scores(self, sweep_id: int, settings: dict, layers: list[int]) -> pd.DataFrame:
+        """The stored scores of one classification run over ``layers``, most important neurons first."""
+        where, key = self._classification_key(sweep_id, settings)
+        with self.cursor() as con:
+            return con.execute(
+                f"SELECT * EXCLUDE (sweep_id, maps, top_n, threshold, n_prompts, seed) FROM heuristic_scores "
+                f"WHERE {where} AND layer IN ({','.join(str(int(x)) for x in layers) or 'NULL'}) "
+                f"ORDER BY layer, importance_rank, score DESC", key).df()
+
+    def neuron_matches(self, sweep_id: int, layer: int, neuron: int) -> pd.DataFrame:
+        """One neuron's matched heuristics on a sweep (every classification run), best first."""
+        with self.cursor() as con:
+            return con.execute(
+                "SELECT heuristic, family, params, score, base_rate, lift, grp AS \"group\", direct, side, maps, "
+                "threshold FROM heuristic_scores WHERE sweep_id=? AND layer=? AND neuron=? AND matched "
+                "ORDER BY score DESC", [sweep_id, layer, neuron]).df()
+
+    def atlas_rows(self, fingerprint: str, matched_only: bool = True) -> pd.DataFrame:
+        """Every stored classification of a model, one row per (operator, neuron, heuristic)."""
+        with self.cursor() as con:
+            return con.execute(
+                "SELECT * FROM neuron_heuristics WHERE fingerprint = ? " + ("AND matched " if matched_only else "")
+                + "ORDER BY op, layer, neuron, score DESC", [fingerprint]).df()
