@@ -3,13 +3,13 @@
 import numpy as np
 import streamlit as st
 
-from neurolab.analysis.neuron_maps import MAP_KINDS, load_neuron_map, neuron_matches
-from neurolab.analysis.sweep import find_sweep, run_sweep
+from neurolab.analysis.neuron_maps import MAP_KINDS, load_neuron_map, neuron_map, neuron_matches
+from neurolab.analysis.sweep import NeuronSelection, find_sweep, grid_for, plan_sweep, run_sweep
 from neurolab.analysis.value_lens import matching_set, number_line, result_predicate
 from neurolab.errors import NeurolabError
 from neurolab.models.adapters import neuron_label, parse_neuron_label
 from neurolab.tasks.arithmetic import OP_NAMES, OPERATORS
-from neurolab.tasks.grid import TEMPLATES, OperandGrid, PromptTemplate
+from neurolab.tasks.grid import TEMPLATES, PromptTemplate
 from neurolab.viz.figures import (
     folded_figure,
     grid_heatmap,
@@ -44,23 +44,23 @@ except ValueError as error:
 
 try:
     sweep_id = find_sweep(model, store, grid)
-    complete = store.sweep_info(sweep_id)["complete_layers"] if sweep_id is not None else []
+    stored = store.sweep_info(sweep_id)["stored"] if sweep_id is not None else {}
 except NeurolabError as error:
     st.error(str(error))
     st.stop()
 
-missing = [layer for layer in range(model.n_layers) if layer not in complete]
-if missing:
-    st.info(f"The {op} grid ({len(grid):,} prompts, template `{template.key}`) is not cached for layers "
-            f"{', '.join(map(str, missing))} of this model yet.")
+if not stored:
+    plan = plan_sweep(model.n_layers, model.d_mlp, len(model.number_token_ids), len(grid), NeuronSelection())
+    st.info(f"The {op} grid ({len(grid):,} prompts, template `{template.key}`) has no stored neuron maps for this "
+            f"model yet. The sweep would store {plan.describe(len(model.number_token_ids))}.")
     if st.button(f"Run the sweep ({len(grid):,} prompts)", key="run_sweep"):
         bar = st.progress(0.0, text="sweeping ...")
         result = run_sweep(model, store, op, max_op=int(max_op), template=template,
                            progress=lambda done, total: bar.progress(done / total, text=f"{done:,}/{total:,} prompts"))
-        sweep_id, complete = result.sweep_id, store.sweep_info(result.sweep_id)["complete_layers"]
+        sweep_id, stored = result.sweep_id, store.sweep_info(result.sweep_id)["stored"]
         bar.empty()
         st.success(f"Stored {result.n_prompts:,} prompts x {len(result.layers)} layers in {store.path}.")
-if not complete:
+if not stored:
     st.stop()
 
 prompts = store.prompts(sweep_id)
@@ -68,22 +68,27 @@ st.caption(f"Model accuracy on this grid: {prompts['correct'].mean():.1%} of {le
            f"(store: {store.path}).")
 
 left, right = st.columns([1, 2])
-if st.session_state.get("grid_layer") not in complete:
-    st.session_state["grid_layer"] = complete[-1]
-layer = left.selectbox("Layer", complete, key="grid_layer")
-top = most_active_neurons(str(store.path), sweep_id, layer)
+layers = sorted(stored)
+if st.session_state.get("grid_layer") not in layers:
+    st.session_state["grid_layer"] = layers[-1]
+layer = left.selectbox("Layer", layers, key="grid_layer", help="layers with stored neurons; type any neuron")
+top = most_active_neurons(str(store.path), sweep_id, layer, stored[layer])
 options = [f"{row.label}  (std {row.std_k:.3f}, max {row.max_k:.3f})" for row in top.itertuples()]
 picked = left.selectbox("Most active neurons of the layer", options, key="grid_pick")
 typed = right.text_input("…or type a neuron", placeholder="L3N12", key="grid_typed")
 try:
     target_layer, neuron = parse_neuron_label(typed) if typed.strip() else parse_neuron_label(picked.split()[0])
-    if target_layer not in complete or not 0 <= neuron < model.d_mlp:
-        raise ValueError(f"{typed.strip()} is outside the cached layers {complete} x neurons 0..{model.d_mlp - 1}")
+    if not 0 <= target_layer < model.n_layers or not 0 <= neuron < model.d_mlp:
+        raise ValueError(f"{typed.strip()} is outside layers 0..{model.n_layers - 1} x neurons 0..{model.d_mlp - 1}")
 except ValueError as error:
     st.error(str(error))
     st.stop()
 
-nmap = load_neuron_map(store, sweep_id, target_layer, neuron, kind, prompts=prompts)
+if neuron in store.stored_neurons(sweep_id).get(target_layer, set()):
+    nmap = load_neuron_map(store, sweep_id, target_layer, neuron, kind, prompts=prompts)
+else:  # not in the sweep's selection: one grid pass capturing this neuron, then cached
+    with st.spinner(f"Computing {neuron_label(target_layer, neuron)}'s map over the grid ..."):
+        nmap = neuron_map(model, store, op, target_layer, neuron, kind, int(max_op), template)
 matches = neuron_matches(store, sweep_id, target_layer, neuron)
 operands = (prompts["op1"].to_numpy(), prompts["op2"].to_numpy(), prompts["answer"].to_numpy())
 overlay = None

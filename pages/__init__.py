@@ -10,8 +10,9 @@ import streamlit as st
 
 from neurolab.analysis.neuron_maps import most_active
 from neurolab.errors import NeurolabError
+from neurolab.models.devices import DEVICES, DTYPES
 from neurolab.models.loading import LoadedModel, load_model
-from neurolab.store.connection import Store
+from neurolab.store import Store
 
 MODEL_KEY = "model_name"  # the one source of truth for the chosen model, shared by every page
 
@@ -28,17 +29,24 @@ def model_sidebar() -> LoadedModel:
         help="'embedded' is neurolab's own arithmetic model. Or a Hugging Face id (e.g. EleutherAI/pythia-70m, "
         "from the local cache when offline) or a local folder with safetensors weights.",
     )
+    with st.sidebar.expander("Device, precision, revision", expanded=False):
+        device = st.selectbox("Device", DEVICES, key="model_device", help="auto: a GPU when torch sees one")
+        dtype = st.selectbox("Precision", ["auto", *DTYPES], key="model_dtype",
+                             help="auto: float32 on CPU, bfloat16 on GPU. Results are cached per precision.")
+        revision = st.text_input("Revision", key="model_revision",
+                                 help="hub branch, tag or commit, e.g. step1000 for a Pythia training checkpoint")
     name = st.session_state[MODEL_KEY]
     try:
         with st.spinner(f"Loading {name} ..."):
-            model = load_model(name)
+            model = load_model(name, device=device, dtype=dtype, revision=revision.strip() or None)
     except NeurolabError as error:
         st.error(f"Could not load the model: {error}")
         st.info("Type 'embedded' to go back to the shipped model.")
         st.stop()
     st.sidebar.caption(
         f"{model.adapter.family} · {model.n_layers} layers × {model.d_mlp} neurons · "
-        f"numbers 0..{model.max_single_token} single-token · fingerprint `{model.fingerprint}`"
+        f"numbers 0..{model.max_single_token} single-token · {model.dtype} on {model.device} · "
+        f"fingerprint `{model.fingerprint}`"
     )
     return model
 
@@ -50,7 +58,7 @@ def shared_store() -> Store:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def most_active_neurons(store_path: str, sweep_id: int, layer: int) -> pd.DataFrame:
-    """The layer's most varying neurons: an aggregate over the whole layer (a second on a 300x300 grid), so it is
-    computed once per complete layer, whose values never change, instead of on every rerun."""
+def most_active_neurons(store_path: str, sweep_id: int, layer: int, n_stored: int) -> pd.DataFrame:
+    """The layer's most varying stored neurons: an aggregate over the layer's stored values, computed once per
+    (layer, number of stored neurons) instead of on every rerun."""
     return most_active(shared_store(), sweep_id, layer)

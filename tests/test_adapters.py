@@ -7,7 +7,7 @@ import torch
 
 from neurolab.capture.trace import run
 from neurolab.errors import UnsupportedArchitectureError
-from neurolab.models.adapters import adapter_for, get_module, hook_name, supported_model_types, value_vectors
+from neurolab.models.adapters import adapter_for, get_module, hook_name, supported_model_types
 
 PROMPTS = ["23+45=", "after monday comes", "capital of france is 3+4=", "5=", "opposite of hot is", "7 * 8 ="]
 
@@ -45,33 +45,12 @@ def test_nnsight_capture_equals_pytorch_hooks(tiny_model):
 def test_batched_with_padding_equals_unbatched(tiny_model):
     lengths = {len(tiny_model.encode([p])["input_ids"][0]) for p in PROMPTS}
     assert len(lengths) > 2, "the prompts must need padding"
-    batched = run(tiny_model, PROMPTS, layers=None)
+    batched = run(tiny_model, PROMPTS, layers=None, logits=True)
     for i, prompt in enumerate(PROMPTS):
-        alone = run(tiny_model, [prompt], layers=None)
+        alone = run(tiny_model, [prompt], layers=None, logits=True)
         assert (alone.logits[0] - batched.logits[i]).abs().max() < 1e-4
         for layer in alone.neurons:
             assert (alone.neurons[layer][0] - batched.neurons[layer][i]).abs().max() < 1e-5
-
-
-def test_zero_ablation_equals_weight_edit(tiny_model):
-    layer, neurons = tiny_model.n_layers - 1, [3, 17]
-    clean = run(tiny_model, PROMPTS)
-    ablated = run(tiny_model, PROMPTS, layers=[layer], ablation={layer: neurons, 0: [5]})
-    assert (ablated.logits - clean.logits).abs().max() > 1e-4  # the ablation did something
-    assert ablated.neurons[layer][:, neurons].abs().max() == 0
-    projections = [get_module(tiny_model.hf, tiny_model.adapter.mlp_out_path(i)) for i in (layer, 0)]
-    saved = [p.weight.detach().clone() for p in projections]
-    try:
-        with torch.no_grad():  # zero the neurons' value vectors (rows of W_out) instead
-            value_vectors(projections[0])[neurons] = 0
-            value_vectors(projections[1])[[5]] = 0
-        edited = run(tiny_model, PROMPTS)
-    finally:
-        with torch.no_grad():
-            for p, w in zip(projections, saved):
-                p.weight.copy_(w)
-    assert (edited.logits - ablated.logits).abs().max() < 1e-5
-    assert (run(tiny_model, PROMPTS).logits - clean.logits).abs().max() == 0  # weights restored
 
 
 def test_adapter_describes_the_model(tiny_model):

@@ -14,7 +14,7 @@ from neurolab.analysis.classification import ClassifySettings, classify_operator
 from neurolab.analysis.importance import activation_patching, attribution_patching, first_heuristics_layer, prompt_pairs
 from neurolab.analysis.sweep import run_sweep
 from neurolab.analysis.value_lens import agreement, matching_set, result_predicate
-from neurolab.store.connection import Store
+from neurolab.store import Store
 
 MAX_OP = 100
 

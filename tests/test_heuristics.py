@@ -3,14 +3,18 @@ science.md's k rules and post-processing hold, and the vectorised path equals th
 
 from __future__ import annotations
 
+import json
 from functools import cache
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from neurolab.heuristics.classifier import FAMILIES, classify, classify_reference, matches, static_heuristics
+from neurolab.heuristics import REGISTRY, parse
+from neurolab.heuristics.classifier import FAMILIES, classify, matches, static_heuristics
 from neurolab.tasks.arithmetic import answer, valid_pairs
+
+from .heuristics_reference import classify_reference
 
 MAX_OP, MAX_TOKEN = 100, 999
 
@@ -92,7 +96,7 @@ def test_ties_do_not_rank_prompts_by_grid_order(addition):
 
 
 def test_noise_neurons_match_nothing_on_the_addition_grid(addition):
-    maps, frame = addition
+    _, frame = addition
     noise = range(len(PLANTS), len(PLANTS) + N_NOISE)
     scored = frame[frame["neuron"].isin(noise)]
     assert scored["neuron"].nunique() == N_NOISE
@@ -182,14 +186,42 @@ def test_division_multi_value_and_result_zero_post_processing():
     assert zero["score"] >= 0.95 and not zero["matched"] and zero["note"]
     assert row(frame, 1, "result_range_0_2")["score"] >= 0.95  # scored (for comparison) but dropped
     assert not matched_names(frame, 1) & {"result_range_0_2", "result_range_0_10", "result_range_0_100"}
-    assert not frame["family"].eq("result_pattern").any() and not frame["family"].eq("result_mod").any()
+    assert not frame["family"].eq("result_mod").any()
+    assert frame.loc[frame["family"].eq("result_pattern"), "heuristic"].str.startswith("result_value_").all()
+
+
+def test_division_keeps_full_value_result_patterns():
+    """science.md: for `/` the published code drops only result names containing `pattern`, so `result_value_*`
+    survives. Result 7 holds 89 prompts of the / grid, k = 9,900 // 100 = 99."""
+    op1, op2, result = grid("/")
+    frame = classify(planted(result == 7, 13)[None], "/", op1, op2, result, MAX_OP, MAX_TOKEN)
+    found = row(frame, 0, "result_value_007")
+    assert found["score"] == pytest.approx(89 / 99) and found["matched"] and found["direct"]
+    assert found["family"] == "result_pattern" and found["group"] == "pattern"
+    assert not frame["heuristic"].str.startswith("result_pattern_").any()  # ..7, 0.7, .07 took slots, then dropped
+
+
+@pytest.mark.parametrize("first, second, expected", [(21, 12, "op1_pattern_0.1"), (12, 21, "op1_pattern_0.2")])
+def test_tied_patterns_are_ranked_by_first_occurrence(first, second, expected):
+    """Top 100 prompts: op1 = ``first`` 50 times, then op1 = ``second`` 50 times. Counts: ``0..`` 100, the rest 50.
+    The 5 slots: ``0..``, the two full values, then two of six tied one-wildcard patterns, by first occurrence:
+    ``first``'s ``02.``/``01.`` (a prefix, dropped) and ``0.1``/``0.2``. Ranked by text, ``.12`` and ``.21`` won."""
+    op1, op2, result = grid("+")
+    fires = np.where((op1 == first) & (op2 < 50), 2.0, 0.0) + np.where((op1 == second) & (op2 < 50), 1.0, 0.0)
+    maps = (fires + 0.01 * np.random.default_rng(14).normal(size=len(op1)))[None]
+    frame = classify(maps, "+", op1, op2, result, MAX_OP, MAX_TOKEN)
+    op1_patterns = set(frame.loc[frame["family"].eq("operand_pattern") & frame["heuristic"].str.startswith("op1_"),
+                                 "heuristic"])
+    assert op1_patterns == {f"op1_value_{first:03d}", f"op1_value_{second:03d}", expected}
+    assert row(frame, 0, expected)["score"] == 0.5
+    pd.testing.assert_frame_equal(frame, classify_reference(maps, "+", op1, op2, result, MAX_OP, MAX_TOKEN))
 
 
 def test_multiplication_result_zero_is_not_also_a_zero_digit_heuristic():
     op1, op2, result = grid("*")
     frame = classify(planted(result == 0, 8)[None], "*", op1, op2, result, MAX_OP, MAX_TOKEN)
     assert row(frame, 0, "result_value_000")["matched"]
-    for name in ["result_0mod2", "result_0mod10", "result_pattern_..0"]:
+    for name in ["result_0mod2", "result_0mod10", "result_pattern_.00", "result_pattern_0.0"]:
         dropped = row(frame, 0, name)
         assert dropped["score"] == 1.0 and not dropped["matched"]
     assert not any(name.startswith("result_0mod") for name in matched_names(frame, 0))
@@ -237,6 +269,35 @@ def test_vectorised_equals_loop_reference(op, max_op, max_single_token, mode, bo
     assert set(map(tuple, fast[fast["matched"]][key].values)) == set(map(tuple, slow[slow["matched"]][key].values))
     pd.testing.assert_frame_equal(fast, slow, check_exact=False, atol=1e-9, rtol=0)
     if op == "/":
-        assert fast["family"].eq("multi_value").any()
+        assert fast["family"].eq("multi_value").any() and fast["heuristic"].str.startswith("result_value_").any()
     if bottom:
         assert fast["side"].eq("bottom").any()
+
+
+@pytest.mark.parametrize("op", ["+", "-", "*", "/"])
+def test_registry_reads_every_name_back(op):
+    """Every name the classifier writes parses back to its family and params, and the registry's matching set is
+    the one the classifier scored (its mask, or its base rate for the per-neuron patterns and multi-values)."""
+    op1, op2, result = grid(op)
+    for h in static_heuristics(op, op1, op2, result, MAX_OP, MAX_TOKEN):
+        family, params = parse(h.name)
+        assert (family.name, params) == (h.family, h.params) and family.format(params) == h.name
+        assert np.array_equal(family.matching_set(params, op1, op2, result), h.mask)
+    maps = np.stack([planted(result % 10 == 4, 15), planted(np.isin(result, [1, 2]), 16), planted(op2 % 10 == 3, 17)])
+    found = classify(maps, op, op1, op2, result, MAX_OP, MAX_TOKEN)
+    found = found[found["family"].isin(["operand_pattern", "result_pattern", "multi_value"])]
+    assert len(found) and set(found["family"]) >= {"operand_pattern", "result_pattern"}
+    for name, family_name, params, base_rate in found[["heuristic", "family", "params", "base_rate"]].values:
+        family, parsed = parse(name)
+        assert family.name == family_name and parsed == json.loads(params)
+        assert family.matching_set(parsed, op1, op2, result).mean() == pytest.approx(base_rate)
+
+
+def test_registry_refuses_names_it_does_not_write():
+    for name in ["op1_value_.2.", "op1_pattern_123", "result_pattern_...", "result_multi_value_3=[1, 2]", "op1_03mod7",
+                 "op3_1mod2", "both_operands_range_0_", "result_value_12", "same_operands", ""]:
+        assert parse(name) is None, name
+    assert REGISTRY["same_operand"].result_predicate({}) is None
+    assert REGISTRY["operand_range"].result_predicate({"operand": 1, "lo": 0, "hi": 10}) is None
+    predicate = REGISTRY["result_pattern"].result_predicate({"pattern": ".2.", "of": "result"})
+    assert list(predicate(np.array([20, 120, 925, 12]))) == [True, True, True, False]

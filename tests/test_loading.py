@@ -72,12 +72,12 @@ def test_threads_share_one_lock_and_get_serial_results(tiny_model_dirs):
     model = load_model(str(tiny_model_dirs["llama"]))
     assert model.lock is MODEL_LOCK
     prompts = [f"{a}+{b}=" for a in range(20) for b in range(5)]
-    expected = run(model, prompts, layers=None)
+    expected = run(model, prompts, layers=None, logits=True)
     results, errors = {}, []
 
     def worker(i: int) -> None:
         try:
-            results[i] = run(model, prompts, layers=None, batch_size=17)
+            results[i] = run(model, prompts, layers=None, batch_size=17, logits=True)
         except Exception as error:  # noqa: BLE001 - surfaced by the assert below
             errors.append(error)
 

@@ -7,48 +7,41 @@ import json
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from .. import paths
-from ..errors import NeurolabError
+from ..errors import InputError, NeurolabError
+from . import options
+from .progress import progress_bar
+
+OPS = ["+", "-", "*", "/"]
 
 
 def _train(args: argparse.Namespace) -> int:
+    from ..train.modelcard import write_model_card
     from ..train.training import PRESETS, TrainConfig, train
 
-    config = TrainConfig.from_dict({**vars(PRESETS[args.preset]), **_overrides(args)})
+    overrides = {k: v for k, v in {"steps": args.steps, "seed": args.seed, "max_op": args.max_op}.items()
+                 if v is not None}
+    config = TrainConfig.from_dict({**vars(PRESETS[args.preset]), **overrides})
     out = Path(args.out) if args.out else paths.MODELS_DIR / config.name
-    bar = tqdm(total=config.steps, desc=f"train {config.name}", unit="step", disable=args.quiet)
-
-    def progress(step: int, total: int, info: dict) -> None:
-        bar.n = step
-        bar.set_postfix({k: round(v, 3) for k, v in info.items()}, refresh=False)
-        bar.refresh()
-
-    metadata = train(config, out, Path(args.state_dir) if args.state_dir else paths.train_state_dir(),
-                     fresh=args.fresh, progress=progress)
-    bar.close()
-    from ..train.modelcard import write_model_card
-
+    with progress_bar(f"train {config.name}", args.quiet, unit="step") as update:
+        metadata = train(config, out, Path(args.state_dir) if args.state_dir else paths.train_state_dir(),
+                         fresh=args.fresh, progress=lambda step, total, info: update(step, total, **info))
     card = write_model_card(out)
     final = metadata["history"][-1]
     print(f"saved {out} ({metadata['train_seconds'] / 60:.1f} min); held-out accuracy: "
-          + ", ".join(f"{k} {final[k]:.3f}" for k in ("+", "-", "*", "/", "nonmath")) + f"; card: {card}")
+          + ", ".join(f"{k} {final[k]:.3f}" for k in (*OPS, "nonmath")) + f"; card: {card}")
     return 0
-
-
-def _overrides(args: argparse.Namespace) -> dict:
-    return {k: v for k, v in {"steps": args.steps, "seed": args.seed, "max_op": args.max_op}.items() if v is not None}
 
 
 def _eval(args: argparse.Namespace) -> int:
     from ..analysis.evaluation import evaluate
-    from ..models.loading import load_model
+    from ..store import Store
 
-    model = load_model(args.model)
-    result = evaluate(model, max_op=args.max_op, sample=args.sample)
+    model = options.load(args)
+    intervention = options.intervention(args, Store(args.store))
+    result = evaluate(model, max_op=args.max_op, sample=args.sample, intervention=intervention)
     if args.json:
-        print(json.dumps(result.as_dict(), indent=1))
+        print(json.dumps({**result.as_dict(), "intervention": intervention.key}, indent=1))
         return 0
     print(f"{model.name} ({model.adapter.family}, fingerprint {model.fingerprint}) on {result.split}")
     for key, score in result.scores.items():
@@ -57,73 +50,55 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from ..models.loading import load_model
-
-    for label, text in load_model(args.model).describe().items():
+    for label, text in options.load(args).describe().items():
         print(f"{label:>26}  {text}")
     return 0
 
 
-def _layers(text: str | None) -> list[int] | None:
-    """``2,3`` or ``0-3`` or ``all``."""
-    if text is None or text == "all":
-        return None
-    layers: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.partition("-")
-            layers.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
-    except ValueError:
-        raise NeurolabError(f"--layers {text!r}: write layers like 2,3 or 0-3 or all") from None
-    return layers
+def _selection(args: argparse.Namespace):
+    from ..analysis.sweep import NeuronSelection
+
+    return NeuronSelection.parse(args.neurons, options.layers(args.layers), top_n=args.top_n,
+                                 n_prompts=args.prompts, seed=args.seed)
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from ..analysis.sweep import run_sweep
-    from ..models.loading import load_model
-    from ..store.connection import Store
+    from ..analysis.sweep import grid_for, plan_sweep, run_sweep
+    from ..store import Store
     from ..tasks.arithmetic import OP_NAMES
 
-    layers = _layers(args.layers)
-    model = load_model(args.model)
-    template = _grid_args(args)
+    model = options.load(args)
+    template = options.template(args)
+    selection = _selection(args)
+    ops = OPS if args.op == "all" else [args.op]
+    if args.dry_run:
+        for op in ops:
+            plan = plan_sweep(model.n_layers, model.d_mlp, len(model.number_token_ids),
+                              len(grid_for(model, op, args.max_op, template)), selection)
+            print(f"{op}: {plan.describe(len(model.number_token_ids))}")
+        return 0
     store = Store(args.store)
-    ops = ["+", "-", "*", "/"] if args.op == "all" else [args.op]
+    intervention = options.intervention(args, store)
     for op in ops:
-        bar = tqdm(desc=f"sweep {op}", unit="prompt", disable=args.quiet)
+        def announce(plan, op=op) -> None:
+            print(f"{op}: {plan.describe(len(model.number_token_ids))}", file=sys.stderr)
 
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
-        result = run_sweep(model, store, op, layers=layers, max_op=args.max_op, template=template,
-                           chunk_size=args.chunk_size, progress=progress, remote=args.remote)
-        bar.close()
+        with progress_bar(f"sweep {op}", args.quiet) as update:
+            result = run_sweep(model, store, op, selection, args.max_op, template, intervention,
+                               chunk_size=args.chunk_size, progress=update, announce=announce, remote=args.remote)
         state = "already cached, nothing to compute" if result.cached else (
-            f"computed {result.chunks_computed} of {result.chunks_total} chunks")
-        print(f"{op}: sweep {result.sweep_id}, {result.n_prompts} prompts, layers "
-              f"{','.join(map(str, result.layers))}: {state} ({store.path})")
+            f"computed {result.chunks_computed} chunk passes of {result.chunks_total} chunks")
+        layers = ",".join(map(str, result.layers)) or "none (answers only)"
+        print(f"{op}: sweep {result.sweep_id}, {result.n_prompts} prompts, layers {layers}, intervention "
+              f"{intervention.key}: {state} ({store.path})")
         if args.out:
             out = Path(args.out)
             if len(ops) > 1:
                 out = out.with_name(f"{out.stem}-{OP_NAMES[op]}{out.suffix}")
-            store.export(
-                f"SELECT op1, op2, answer, correct, layer, neuron, k, kv FROM activations "
-                f"WHERE fingerprint = '{model.fingerprint}' AND op = '{op}' AND template = "
-                f"'{template.key.replace(chr(39), chr(39) * 2)}' AND max_op = {args.max_op} "
-                f"AND layer IN ({','.join(map(str, result.layers))}) ORDER BY layer, neuron, op1, op2", out)
+            store.export(f"SELECT layer, neuron, op1, op2, answer, correct, k, kv FROM activations "
+                         f"WHERE sweep_id = {int(result.sweep_id)} ORDER BY layer, neuron, op1, op2", out)
             print(f"wrote {out}")
     return 0
-
-
-def _grid_args(args: argparse.Namespace):
-    from ..tasks.grid import PromptTemplate, parse_template
-
-    template = parse_template(args.template)
-    if args.fewshot is not None:
-        template = PromptTemplate(template.format, fewshot=args.fewshot)
-    return template
 
 
 def _classify(args: argparse.Namespace) -> int:
@@ -131,23 +106,17 @@ def _classify(args: argparse.Namespace) -> int:
 
     from ..analysis.classification import ClassifySettings, classify_operator
     from ..analysis.value_lens import agreement
-    from ..models.loading import load_model
-    from ..store.connection import Store
+    from ..store import Store
 
-    model = load_model(args.model)
+    model = options.load(args)
     store = Store(args.store)
+    intervention = options.intervention(args, store)
     settings = ClassifySettings(maps=args.maps, top_n=args.top_n, threshold=args.threshold,
                                 n_prompts=args.prompts, seed=args.seed)
-    bar = tqdm(total=100, desc="classify", disable=args.quiet, bar_format="{desc}: {percentage:3.0f}%|{bar}|")
-
-    def progress(stage: str, fraction: float) -> None:
-        bar.set_description(stage)
-        bar.n = round(100 * fraction)
-        bar.refresh()
-
-    result = classify_operator(model, store, args.op, args.max_op, _grid_args(args), settings,
-                               layers=_layers(args.layers), progress=progress)
-    bar.close()
+    with progress_bar("classify", args.quiet, unit="%") as update:
+        result = classify_operator(model, store, args.op, args.max_op, options.template(args), settings,
+                                   layers=options.layers(args.layers), intervention=intervention,
+                                   progress=lambda stage, fraction: update(round(100 * fraction), 100, stage))
     pd.set_option("display.width", 160)
     print(f"{args.op}: first heuristics layer {result.first_layer} (MLP output's promotion of the answer):")
     print(result.evidence.to_string(index=False))
@@ -155,8 +124,7 @@ def _classify(args: argparse.Namespace) -> int:
           "how many match at least one heuristic, by group")
     print(result.coverage().to_string(index=False))
     direct = result.matched[result.matched["direct"]]
-    prompts = store.prompts(result.sweep_id)
-    checked = agreement(model, direct, prompts["answer"].to_numpy())
+    checked = agreement(model, direct, store.prompts(result.sweep_id)["answer"].to_numpy())
     if len(checked):
         print(f"\nvalue vectors of direct heuristic neurons: {checked['agrees'].mean():.1%} of {len(checked)} "
               f"(neuron, heuristic) matches promote mostly the heuristic's results "
@@ -170,28 +138,22 @@ def _importance(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from ..analysis.importance import activation_patching, attribution_patching, prompt_pairs
-    from ..analysis.sweep import run_sweep
-    from ..models.loading import load_model
-    from ..store.connection import Store
+    from ..analysis.sweep import NeuronSelection, run_sweep
+    from ..store import Store
 
-    model = load_model(args.model)
+    model = options.load(args)
     store = Store(args.store)
-    sweep = run_sweep(model, store, args.op, layers=_layers(args.layers), max_op=args.max_op,
-                      template=_grid_args(args))
+    intervention = options.intervention(args, store)
+    sweep = run_sweep(model, store, args.op, NeuronSelection("none"), args.max_op, options.template(args),
+                      intervention)
     pairs = prompt_pairs(model, store.prompts(sweep.sweep_id), args.prompts, args.seed)
-    layers = _layers(args.layers)
+    layers = options.layers(args.layers)
     frames = []
     if args.method in ("attribution", "both"):
-        frames.append(attribution_patching(model, pairs, layers))
+        frames.append(attribution_patching(model, pairs, layers, intervention=intervention))
     if args.method in ("activation", "both"):
-        bar = tqdm(desc="activation patching", unit="neuron", disable=args.quiet)
-
-        def progress(done: int, total: int) -> None:
-            bar.total, bar.n = total, done
-            bar.refresh()
-
-        frames.append(activation_patching(model, pairs, layers, progress=progress))
-        bar.close()
+        with progress_bar("activation patching", args.quiet, unit="neuron") as update:
+            frames.append(activation_patching(model, pairs, layers, progress=update, intervention=intervention))
     for frame in frames:
         store.write_importance(sweep.sweep_id, args.prompts, args.seed, frame)
     table = pd.concat(frames)
@@ -199,7 +161,8 @@ def _importance(args: argparse.Namespace) -> int:
         print(f"{method} patching, {len(pairs.clean)} prompt pairs; top 5 neurons per layer (mean + std):")
         for layer, rows in part.groupby("layer"):
             best = rows.sort_values("rank").head(5)
-            print(f"  layer {layer}: " + ", ".join(f"L{layer}N{n} {v:.4f}" for n, v in zip(best["neuron"], best["score"])))
+            print(f"  layer {layer}: " + ", ".join(f"L{layer}N{n} {v:.4f}" for n, v in zip(best["neuron"],
+                                                                                         best["score"])))
     if args.method == "both":
         wide = table.pivot_table(index=["layer", "neuron"], columns="method", values="mean")
         print(f"correlation of mean effects, attribution vs activation: "
@@ -217,45 +180,51 @@ def _write_frame(frame, out: str) -> Path:
     elif path.suffix == ".csv":
         frame.to_csv(path, index=False)
     else:
-        raise NeurolabError(f"--out must end in .parquet or .csv, not {path.suffix or 'nothing'}")
+        raise InputError(f"--out must end in .parquet or .csv, not {path.suffix or 'nothing'}")
     return path
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ..store.connection import Store
+    from ..store import Store
 
     print(f"wrote {Store(args.store).export(args.source, args.out)}")
     return 0
 
 
-def _grid_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-op", type=int, default=100, help="operands are 0 <= op < max_op (default 100)")
-    p.add_argument("--template", default=None,
-                   help="'plain' ({op1}{op}{op2}=, default), 'spaced', 'fewshot', or a custom format with the "
-                        "fields {op1} {op} {op2}, e.g. 'Q: {op1} {op} {op2} = '")
-    p.add_argument("--fewshot", type=int, default=None, help="prepend this many solved examples of the operator")
+def _interventions(args: argparse.Namespace) -> int:
+    from ..capture.interventions import Intervention
+    from ..store import Store
 
-
-def _importance_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--prompts", type=int, default=50, help="correct prompts (with counterfactuals) to attribute over")
-    p.add_argument("--seed", type=int, default=0, help="seed for choosing prompts and counterfactuals")
-
-
-def _store_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", default=None,
-                   help="DuckDB file (default: $NEUROLAB_STORE or ~/.cache/neurolab/neurolab.duckdb)")
-
-
-def _model_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None,
-                   help="Hugging Face id or local folder (default: the embedded model, also named 'embedded')")
+    store = Store(args.store)
+    if args.action == "list":
+        frame = store.interventions()
+        if frame.empty:
+            print("no saved intervention (add one with `interventions add --name N --ablate L3N12,...`)")
+        for row in frame.itertuples():
+            saved = Intervention.from_json(*store.load_intervention(row.key))
+            print(f"{row.key}  {row.name or '-':<24} {saved.describe()}")
+        return 0
+    if args.action == "show":
+        if not args.name:
+            raise InputError("interventions show needs --name NAME (or a key)")
+        print(json.dumps(store.load_intervention(args.name)[0], indent=1))
+        return 0
+    if not args.ablate:
+        raise InputError("interventions add needs --ablate L3N12,... (and --name)")
+    chosen = options.intervention(args, store)
+    chosen = Intervention(chosen.steps, args.name or "")
+    print(f"saved {store.save_intervention(chosen.to_json(), chosen.tensors())}: {chosen.describe()}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m neurolab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    model, store, grid = options.model_options(), options.store_options(), options.grid_options()
+    importance, intervention, quiet = (options.importance_options(), options.intervention_options(),
+                                       options.quiet_option())
 
-    p = sub.add_parser("train", help="train the embedded arithmetic model (resumes from its last state)")
+    p = sub.add_parser("train", parents=[quiet], help="train the embedded arithmetic model (resumes its last state)")
     p.add_argument("--preset", choices=["default", "tiny"], default="default",
                    help="'default' is the shipped model (~20 min on 2 cores); 'tiny' runs in seconds")
     p.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
@@ -264,73 +233,71 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: data/models/<name>)")
     p.add_argument("--state-dir", help="where resumable state is kept (default: .train-state/)")
     p.add_argument("--fresh", action="store_true", help="ignore any saved state and start from step 0")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_train)
 
-    p = sub.add_parser("eval", help="per-operator and non-math accuracy of a model")
-    _model_arg(p)
+    p = sub.add_parser("eval", parents=[model, intervention, store],
+                       help="per-operator and non-math accuracy of a model (under an intervention)")
     p.add_argument("--max-op", type=int, default=100,
                    help="grid size for models neurolab did not train (default 100); trained ones use held-out pairs")
     p.add_argument("--sample", type=int, help="evaluate at most this many prompts per operator (seeded)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=_eval)
 
-    p = sub.add_parser("sweep", help="record answers and K/KV maps over an operator's operand grid into the store")
-    _model_arg(p)
-    p.add_argument("--op", choices=["+", "-", "*", "/", "all"], required=True, help="operator, or all four")
-    p.add_argument("--layers", default=None, help="layers to record: '2,3', '0-3' or 'all' (default: all)")
-    _grid_options(p)
+    p = sub.add_parser("sweep", parents=[model, grid, importance, intervention, store, quiet],
+                       help="record answers and neuron maps over an operator's operand grid into the store")
+    p.add_argument("--op", choices=[*OPS, "all"], required=True, help="operator, or all four")
+    p.add_argument("--neurons", default="auto",
+                   help="which neurons: 'all', 'top' (top-N per layer by importance), 'top:N', 'none' (answers "
+                        "only) or a list L3N12,L3N40; default 'auto': all unless that exceeds 4 GB, then top")
+    p.add_argument("--top-n", type=int, default=200, help="N of 'top' (default 200, the paper's)")
+    p.add_argument("--layers", default=None, help="layers of 'all'/'top': '2,3', '0-3' or 'all' (default: all)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (rows, disk) and compute nothing")
     p.add_argument("--chunk-size", type=int, default=None,
-                   help="prompts per batched trace (default: up to 4096, bounded by a 256 MB activation budget); "
-                        "fixed when a sweep is first created")
+                   help="prompts per batched trace (default: from the device's free memory, at most 4096); fixed "
+                        "when a sweep is first created")
     p.add_argument("--remote", nargs="?", const=True, default=False,
                    help="run the traces on NDIF (NDIF_API_KEY from the environment); '--remote local' is "
                         "nnsight's local dry run of that path")
-    p.add_argument("--out", default=None, help="also write the maps as .parquet/.csv (op1, op2, layer, neuron, k, kv)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _store_arg(p)
+    p.add_argument("--out", default=None, help="also write the maps as .parquet/.csv (layer, neuron, op1, op2, k, kv)")
     p.set_defaults(run=_sweep)
 
-    p = sub.add_parser("classify", help="importance, top neurons per layer and their heuristics for one operator")
-    _model_arg(p)
-    p.add_argument("--op", choices=["+", "-", "*", "/"], required=True)
+    p = sub.add_parser("classify", parents=[model, grid, importance, intervention, store, quiet],
+                       help="importance, top neurons per layer and their heuristics for one operator")
+    p.add_argument("--op", choices=OPS, required=True)
     p.add_argument("--maps", choices=["K", "KV", "hybrid"], default="hybrid",
                    help="activation maps to judge heuristics on; hybrid: result ones on KV, operand ones on K")
     p.add_argument("--top-n", type=int, default=200, help="neurons per layer, by importance (default 200)")
     p.add_argument("--threshold", type=float, default=0.6, help="score a match needs (default 0.6)")
     p.add_argument("--layers", default=None, help="layers to classify (default: first heuristics layer .. last)")
-    _grid_options(p)
-    _importance_options(p)
     p.add_argument("--out", default=None, help="write every (layer, neuron, heuristic, score) row, matched or not, "
                                                "to .csv or .parquet")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _store_arg(p)
     p.set_defaults(run=_classify)
 
-    p = sub.add_parser("importance", help="neuron importance for an operator by attribution and/or activation "
-                                          "patching")
-    _model_arg(p)
-    p.add_argument("--op", choices=["+", "-", "*", "/"], required=True)
+    p = sub.add_parser("importance", parents=[model, grid, importance, intervention, store, quiet],
+                       help="neuron importance for an operator by attribution and/or activation patching")
+    p.add_argument("--op", choices=OPS, required=True)
     p.add_argument("--method", choices=["attribution", "activation", "both"], default="attribution",
                    help="activation patching is exact but costs a forward pass per neuron: small models only")
     p.add_argument("--layers", default=None, help="layers (default all)")
-    _grid_options(p)
-    _importance_options(p)
     p.add_argument("--out", default=None, help="write the per-neuron table to .csv or .parquet")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _store_arg(p)
     p.set_defaults(run=_importance)
 
-    p = sub.add_parser("export", help="write a store table or a SELECT query to .parquet or .csv")
-    p.add_argument("source", help="a table or view (models, sweeps, prompts, neuron_values, sweep_progress, "
-                                  "importance, heuristic_scores, classification_runs, activations, "
-                                  "neuron_heuristics) or a SELECT query")
+    p = sub.add_parser("export", parents=[store], help="write a store table or a SELECT query to .parquet or .csv")
+    p.add_argument("source", help="a table or view (models, interventions, sweeps, prompts, value_blocks, "
+                                  "importance, heuristic_scores, classification_runs, neuron_heuristics, "
+                                  "neuron_values, activations) or a SELECT query")
     p.add_argument("out", help="output file, .parquet or .csv")
-    _store_arg(p)
     p.set_defaults(run=_export)
 
-    p = sub.add_parser("info", help="how neurolab sees a model: family, layers, neurons, hook names, fingerprint")
-    _model_arg(p)
+    p = sub.add_parser("interventions", parents=[grid, intervention, store],
+                       help="list, show or add saved interventions (ablations; weight edits come from the core)")
+    p.add_argument("action", choices=["list", "show", "add"])
+    p.add_argument("--name", default=None, help="name of the intervention to add or show")
+    p.add_argument("--op", choices=OPS, default=None, help="operator whose grid a mean ablation averages over")
+    p.set_defaults(run=_interventions)
+
+    p = sub.add_parser("info", parents=[model],
+                       help="how neurolab sees a model: family, layers, neurons, hook names, fingerprint")
     p.set_defaults(run=_info)
     return parser
 
@@ -339,6 +306,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (NeurolabError, ValueError) as error:  # the core raises ValueError only with a message for the user
+    except NeurolabError as error:  # only neurolab's own errors: a bug keeps its traceback
         print(f"error: {error}", file=sys.stderr)
         return 2

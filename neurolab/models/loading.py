@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from nnsight import TransformersModel
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 from .. import paths
 from ..errors import ModelLoadError
@@ -195,6 +196,7 @@ def _load_uncached(name: str | None, device: str, dtype: torch.dtype, revision: 
             f"once where there is network, then pass its folder. Detail: {first}"
         ) from None
     adapter = adapter_for(config.model_type)
+    hf_logging.disable_progress_bar()  # transformers' own "Loading weights" bar: the CLI and pages draw their own
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, revision=revision)
         # Straight into the dtype and onto the device (or across devices with accelerate's device_map="auto"):

@@ -61,7 +61,8 @@ TABLES = ("models", "interventions", "sweeps", "prompts", "value_blocks", "block
 #: the view over streamed neuron values, defined per query (see ``StoreConnection.query``)
 ACTIVATIONS_VIEW = """
 CREATE OR REPLACE TEMP VIEW activations AS
-    SELECT s.fingerprint, s.op, s.template, s.max_op, s.intervention, v.layer, v.neuron, p.idx, p.op1, p.op2,
+    SELECT v.sweep_id, s.fingerprint, s.op, s.template, s.max_op, s.intervention, v.layer, v.neuron, p.idx,
+           p.op1, p.op2,
            p.answer, p.correct, v.k, v.kv
     FROM neuron_values v JOIN sweeps s USING (sweep_id) JOIN prompts p ON p.sweep_id = v.sweep_id AND p.idx = v.idx
 """

@@ -53,7 +53,8 @@ Measured by `python -m neurolab eval` on the {sum(result.scores[o].total for o i
 {rows}
 
 ## Accuracy over training (held-out pairs)
-Checkpoints (fp16 safetensors, loadable like the final model) are in `{CHECKPOINTS_DIR}/`: {', '.join(meta['checkpoints'])}.
+Checkpoints (fp16 safetensors, loadable like the final model) are in `{CHECKPOINTS_DIR}/`:
+{', '.join(meta['checkpoints'])}.
 
 | step | minutes | + | - | * | / | non-math |
 |---|---|---|---|---|---|---|
