@@ -42,7 +42,7 @@ def page(path: str) -> AppTest:
 def test_grid_page_offers_the_sweep_then_shows_the_neuron(embedded):
     at = page(GRID)
     at.number_input(key="grid_max_op").set_value(40).run()
-    assert "not cached" in at.info[0].value
+    assert "no stored neuron maps" in at.info[0].value and "would store all: 1,600 prompts" in at.info[0].value
     at.button(key="run_sweep").click().run()
     assert not at.exception and "Stored 1,600 prompts" in at.success[0].value
     charts = at.get("plotly_chart")
