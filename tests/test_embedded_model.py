@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-
 from pathlib import Path
 
 from neurolab.analysis.evaluation import evaluate
-from neurolab.tasks.splits import heldout_pairs
 from neurolab.models.loading import load_model
 from neurolab.paths import MODELS_DIR, embedded_model_dir
+from neurolab.tasks.splits import heldout_pairs
 from neurolab.tasks.vocab import build_tokenizer
 from neurolab.train.modelcard import BARS
 from neurolab.train.training import PRESETS, build_dataset

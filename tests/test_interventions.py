@@ -149,14 +149,14 @@ def test_no_intervention_leaks_into_a_concurrent_clean_computation(embedded):
         try:
             for _ in range(6):
                 run(embedded, PROMPTS, intervention=edit)
-        except Exception as error:  # noqa: BLE001 - surfaced below
+        except Exception as error:
             errors.append(error)
 
     def reader() -> None:
         try:
             for _ in range(6):
                 seen.append(run(embedded, PROMPTS).top1_prob)
-        except Exception as error:  # noqa: BLE001 - surfaced below
+        except Exception as error:
             errors.append(error)
 
     threads = [threading.Thread(target=editor), threading.Thread(target=reader)]

@@ -57,7 +57,7 @@ def test_sweep_keys_dtype_and_intervention(embedded, store, no_computation, monk
     assert np.all(k_ablated == 0)
     assert store.sweeps().set_index("sweep_id").loc[ablated.sweep_id, "intervention"] == ablation(["L3N5"]).key
     monkeypatch.setattr("neurolab.analysis.sweep.stream", no_computation)
-    for model, result in ((embedded, clean), (half, low)):
+    for model in (embedded, half):
         assert run_sweep(model, store, "+", selection, MAX_OP).cached
     again = run_sweep(embedded, store, "+", selection, MAX_OP, intervention=ablation(["L3N5"]))
     assert again.cached and again.sweep_id == ablated.sweep_id

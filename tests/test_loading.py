@@ -78,7 +78,7 @@ def test_threads_share_one_lock_and_get_serial_results(tiny_model_dirs):
     def worker(i: int) -> None:
         try:
             results[i] = run(model, prompts, layers=None, batch_size=17, logits=True)
-        except Exception as error:  # noqa: BLE001 - surfaced by the assert below
+        except Exception as error:
             errors.append(error)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]

@@ -112,7 +112,8 @@ def static_heuristics(op: str, op1: np.ndarray, op2: np.ndarray, result: np.ndar
 
 
 def _division_zero(op: str, family: str, params: Params) -> bool:
-    """science.md's `/` post-processing: heuristics about result 0 (ranges from 0, multi-values with 0) are dropped."""
+    """science.md's `/` post-processing: heuristics about result 0 (ranges from 0, multi-values with 0) are dropped.
+    ``result_value_000`` stays, as in the published code (its list of names to drop does not hold it)."""
     return op == "/" and ((family == "result_range" and params["lo"] == 0)
                           or (family == "multi_value" and 0 in params["values"]))
 
@@ -212,7 +213,7 @@ class _Patterns:
     """Rows of the digit patterns of one value (op1, op2 or result): chosen per neuron, named by the registry.
 
     For `/` only full-value result patterns (``result_value_007``) are kept: the published code drops the result
-    names containing ``pattern``, after the top 5 are chosen.
+    names containing ``pattern`` after the top 5 are chosen, so a wildcard pattern still takes its slot.
     """
 
     def __init__(self, op: str, of: str, values: np.ndarray, k: int):

@@ -26,7 +26,8 @@ class InterventionTables:
                     save_file({"mask": mask.contiguous()}, str(path))
         with self.cursor() as con:
             con.execute("INSERT INTO interventions (key, name, spec) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE "
-                        "SET name = excluded.name, spec = excluded.spec", [spec["key"], spec.get("name", ""), json.dumps(spec)])
+                        "SET name = excluded.name, spec = excluded.spec",
+                        [spec["key"], spec.get("name", ""), json.dumps(spec)])
         return spec["key"]
 
     def interventions(self) -> pd.DataFrame:

@@ -31,7 +31,8 @@ class PromptTemplate:
         try:
             self.format.format(op1=1, op="+", op2=2)
         except (KeyError, IndexError, ValueError) as error:
-            raise InputError(f"template {self.format!r} has a field other than {{op1}} {{op}} {{op2}}: {error}")
+            raise InputError(
+                f"template {self.format!r} has a field other than {{op1}} {{op}} {{op2}}: {error}") from None
         if self.fewshot < 0:
             raise InputError("fewshot must be >= 0")
 

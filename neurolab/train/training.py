@@ -202,7 +202,7 @@ def _save_state(path: Path, model: GPTNeoXForCausalLM, optimizer: torch.optim.Op
     for index, state in opt["state"].items():
         for key, value in state.items():
             tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).clone().contiguous()
-    groups = [{k: v for k, v in g.items()} for g in opt["param_groups"]]
+    groups = [dict(g) for g in opt["param_groups"]]
     save_file(tensors, str(path / "state.safetensors.tmp"))
     (path / "state.json.tmp").write_text(json.dumps({**meta, "param_groups": groups}))
     (path / "state.safetensors.tmp").replace(path / "state.safetensors")
