@@ -122,3 +122,12 @@ def test_sql_lives_only_in_the_store():
     for path in (ROOT / "neurolab").rglob("*.py"):
         if path.parent.name != "store" and path.name != "commands.py":  # the CLI passes user SQL to export
             assert not sql.search(path.read_text()), path
+
+
+def test_the_wrapper_is_told_where_the_model_is_and_revisions_need_a_hub_id(embedded):
+    pipeline = embedded.lm.pipeline
+    assert pipeline is None or pipeline.device == embedded.device  # nnsight's pipeline never moves the model
+    from neurolab.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="applies to hub ids"):
+        load_model("embedded", revision="step1000")

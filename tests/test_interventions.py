@@ -166,3 +166,23 @@ def test_no_intervention_leaks_into_a_concurrent_clean_computation(embedded):
         t.join()
     assert not errors
     assert all(np.array_equal(s, clean.top1_prob) for s in seen)
+
+
+def test_evaluation_and_importance_run_under_an_intervention(embedded, tmp_path):
+    """The analyses take the intervention too: ablating the most important layer-3 neurons costs accuracy."""
+    from neurolab.analysis.evaluation import evaluate
+    from neurolab.analysis.importance import ensure_importance
+    from neurolab.analysis.sweep import NeuronSelection, run_sweep
+
+    store = Store(tmp_path / "s.duckdb")
+    sweep = run_sweep(embedded, store, "+", NeuronSelection("none"), 30)
+    ranked = ensure_importance(embedded, store, sweep.sweep_id, n_prompts=20)
+    top = ranked[ranked["layer"] == 3].nsmallest(40, "rank")["neuron"].tolist()
+    knocked = ablation([(3, n) for n in top], name="top-40 of layer 3")
+    clean, ablated = evaluate(embedded, sample=300), evaluate(embedded, sample=300, intervention=knocked)
+    assert ablated.scores["+"].accuracy < clean.scores["+"].accuracy - 0.2
+    assert "top-40 of layer 3" in ablated.split
+    under = run_sweep(embedded, store, "+", NeuronSelection("none"), 30, intervention=knocked)
+    assert under.sweep_id != sweep.sweep_id
+    assert store.prompts(under.sweep_id)["correct"].mean() < store.prompts(sweep.sweep_id)["correct"].mean()
+    store.close()

@@ -87,3 +87,21 @@ def test_atlas_classifies_filters_and_lists_matches_on_the_grid_page(embedded):
     grid.selectbox(key="grid_overlay").set_value(row["heuristic"]).run()
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in grid.get("plotly_chart")]
     assert any(row["heuristic"] in t for t in titles)
+
+
+def test_grid_page_computes_a_neuron_that_no_sweep_stored(embedded):
+    """Only the top-5 of layer 3 are stored (as for a big model); typing another neuron computes and caches it."""
+    from neurolab.analysis.sweep import NeuronSelection, run_sweep
+    from pages import shared_store
+
+    store = shared_store()
+    top = run_sweep(embedded, store, "*", NeuronSelection("top", top_n=5, layers=(3,), n_prompts=10), 20)
+    other = next(n for n in range(embedded.d_mlp) if n not in top.neurons[3])
+    at = page(GRID)
+    at.selectbox(key="grid_op").set_value("*")
+    at.number_input(key="grid_max_op").set_value(20).run()
+    assert not at.info  # the sweep exists: no offer to run it
+    at.text_input(key="grid_typed").set_value(f"L3N{other}").run()
+    assert not at.exception and not at.error
+    assert f"L3N{other}" in json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["title"]["text"]
+    assert store.sweep_info(top.sweep_id)["stored"] == {3: 6}
