@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..capture.interventions import CLEAN, Intervention
+from ..capture.interventions import CLEAN, Intervention, parse_neurons
 from ..capture.trace import Capture, default_batch_size, intervened, stream
 from ..errors import InputError
 from ..models.loading import LoadedModel
@@ -54,8 +54,6 @@ class NeuronSelection:
     @classmethod
     def parse(cls, text: str | None, layers: Sequence[int] | None = None, **kwargs) -> NeuronSelection:
         """``auto`` (default), ``all``, ``none``, ``top`` / ``top:200``, or a list ``L3N12,L3N40``."""
-        from ..capture.interventions import parse_neurons
-
         text = (text or "auto").strip().lower()
         chosen = None if layers is None else tuple(sorted(set(layers)))
         if text in ("auto", "all", "none", "top"):

@@ -73,9 +73,8 @@ def _edit(hidden, ops: list[LayerOp]) -> None:
                 hidden[:, : seq - known, op.neurons] = op.values[0]
 
 
-def _forward_kwargs(model: LoadedModel) -> dict:
-    """Only the last position's logits are computed (the full [batch, seq, vocab] is never made)."""
-    return {"logits_to_keep": 1}
+#: only the last position's logits are computed (the full [batch, seq, vocab] is never made)
+LAST_LOGITS = {"logits_to_keep": 1}
 
 
 def _trace(model: LoadedModel, inputs: dict[str, torch.Tensor], capture: Mapping[int, torch.Tensor | None],
@@ -87,7 +86,7 @@ def _trace(model: LoadedModel, inputs: dict[str, torch.Tensor], capture: Mapping
     touched = sorted(set(capture) | set(ops) | set(row_patch))
     envoys = {layer: get_module(lm, model.adapter.mlp_out_path(layer)) for layer in touched}
     options = {"remote": remote} if remote else {}  # True: NDIF (key from the environment); "local": dry run
-    with torch.no_grad(), lm.trace(**inputs, **_forward_kwargs(model), **options):
+    with torch.no_grad(), lm.trace(**inputs, **LAST_LOGITS, **options):
         saved = []
         for layer in touched:  # modules must be visited in execution order
             hidden = envoys[layer].input
@@ -311,7 +310,7 @@ def neuron_gradients(
         inputs = _inputs(model, prompts)
         rows = torch.arange(len(prompts), device=model.device)
         good, bad = good.to(model.device), bad.to(model.device)
-        with torch.enable_grad(), lm.trace(**inputs, **_forward_kwargs(model)):
+        with torch.enable_grad(), lm.trace(**inputs, **LAST_LOGITS):
             hiddens = []
             for layer in touched:
                 hidden = envoys[layer].input

@@ -35,10 +35,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from ..analysis.evaluation import evaluate
-    from ..store import Store
 
-    model = options.load(args)
-    intervention = options.intervention(args, Store(args.store))
+    model, _, intervention = options.context(args)
     result = evaluate(model, max_op=args.max_op, sample=args.sample, intervention=intervention)
     if args.json:
         print(json.dumps({**result.as_dict(), "intervention": intervention.key}, indent=1))
@@ -64,7 +62,6 @@ def _selection(args: argparse.Namespace):
 
 def _sweep(args: argparse.Namespace) -> int:
     from ..analysis.sweep import grid_for, plan_sweep, run_sweep
-    from ..store import Store
     from ..tasks.arithmetic import OP_NAMES
 
     model = options.load(args)
@@ -77,8 +74,7 @@ def _sweep(args: argparse.Namespace) -> int:
                               len(grid_for(model, op, args.max_op, template)), selection)
             print(f"{op}: {plan.describe(len(model.number_token_ids))}")
         return 0
-    store = Store(args.store)
-    intervention = options.intervention(args, store)
+    _, store, intervention = options.context(args, model)
     for op in ops:
         def announce(plan, op=op) -> None:
             print(f"{op}: {plan.describe(len(model.number_token_ids))}", file=sys.stderr)
@@ -95,8 +91,7 @@ def _sweep(args: argparse.Namespace) -> int:
             out = Path(args.out)
             if len(ops) > 1:
                 out = out.with_name(f"{out.stem}-{OP_NAMES[op]}{out.suffix}")
-            store.export(f"SELECT layer, neuron, op1, op2, answer, correct, k, kv FROM activations "
-                         f"WHERE sweep_id = {int(result.sweep_id)} ORDER BY layer, neuron, op1, op2", out)
+            store.export_sweep_values(result.sweep_id, out)
             print(f"wrote {out}")
     return 0
 
@@ -106,11 +101,8 @@ def _classify(args: argparse.Namespace) -> int:
 
     from ..analysis.classification import ClassifySettings, classify_operator
     from ..analysis.value_lens import agreement
-    from ..store import Store
 
-    model = options.load(args)
-    store = Store(args.store)
-    intervention = options.intervention(args, store)
+    model, store, intervention = options.context(args)
     settings = ClassifySettings(maps=args.maps, top_n=args.top_n, threshold=args.threshold,
                                 n_prompts=args.prompts, seed=args.seed)
     with progress_bar("classify", args.quiet, unit="%") as update:
@@ -139,11 +131,8 @@ def _importance(args: argparse.Namespace) -> int:
 
     from ..analysis.importance import activation_patching, attribution_patching, prompt_pairs
     from ..analysis.sweep import NeuronSelection, run_sweep
-    from ..store import Store
 
-    model = options.load(args)
-    store = Store(args.store)
-    intervention = options.intervention(args, store)
+    model, store, intervention = options.context(args)
     sweep = run_sweep(model, store, args.op, NeuronSelection("none"), args.max_op, options.template(args),
                       intervention)
     pairs = prompt_pairs(model, store.prompts(sweep.sweep_id), args.prompts, args.seed)

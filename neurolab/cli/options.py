@@ -76,9 +76,16 @@ def load(args: argparse.Namespace):
     """The model the options name, loaded straight into its device and dtype."""
     from ..models.loading import load_model
 
-    device_map = args.device_map
     return load_model(args.model, device=args.device, dtype=args.dtype, revision=args.revision,
-                      device_map=device_map)
+                      device_map=args.device_map)
+
+
+def context(args: argparse.Namespace, model=None):
+    """(model, store, intervention) as the options name them: what every analysis command starts from."""
+    from ..store import Store
+
+    store = Store(args.store)
+    return model or load(args), store, intervention(args, store)
 
 
 def template(args: argparse.Namespace) -> PromptTemplate:

@@ -173,6 +173,11 @@ class StoreConnection:
                 raise StoreError(f"export failed: {str(error).splitlines()[0]}") from None
         return path
 
+    def export_sweep_values(self, sweep_id: int, path: str | Path) -> Path:
+        """One sweep's stored neuron values with their prompts (layer, neuron, op1, op2, answer, correct, k, kv)."""
+        return self.export(f"SELECT layer, neuron, op1, op2, answer, correct, k, kv FROM activations WHERE sweep_id = "
+                           f"{int(sweep_id)} ORDER BY layer, neuron, op1, op2", path)
+
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:
     """0 for an empty file, 1 for neurolab 0.1's layout (no ``meta`` table), else the recorded version."""
