@@ -175,9 +175,9 @@ def _chosen_patterns(texts: list[str], k: int, full_values_only: bool) -> set[st
 def _wildcards(text: str) -> list[str]:
     """Every pattern of a 3-digit text with each digit kept or replaced by '.', except '...', in the order of
     ``itertools.product((True, False), repeat=3)`` over "keep digit" (keep first)."""
-    return ["".join(d if kept else "." for d, kept in zip(text, keep, strict=True))
+    return ["".join(d if kept else "." for d, kept in zip(text, keep))
             for keep in itertools.product((True, False), repeat=3) if any(keep)]
 
 
 def _fits(pattern: str, text: str) -> bool:
-    return all(p in (".", d) for p, d in zip(pattern, text, strict=True))
+    return all(p in (".", d) for p, d in zip(pattern, text))

@@ -53,7 +53,7 @@ class DigitPatterns:
         offsets, self.strings = pattern_table()
         digits = np.stack([values // 100 % 10, values // 10 % 10, values % 10], axis=1)
         self.codes = np.stack([offset + digits[:, list(keep)] @ 10 ** np.arange(sum(keep) - 1, -1, -1)
-                               for keep, offset in zip(KEEPS, offsets, strict=True)], axis=1)  # [P, 7]: slot order
+                               for keep, offset in zip(KEEPS, offsets)], axis=1)  # [P, 7]: slot order
         self.size = len(self.strings)
         self.k = k
         self.kept_digits = np.array([3 - s.count(".") for s in self.strings])
