@@ -6,6 +6,7 @@ import re
 
 import pandas as pd
 
+from ..heuristics import RULES_VERSION
 from ..store import Store
 
 COLUMNS = ["op", "layer", "neuron", "label", "heuristic", "score", "base_rate", "lift", "grp", "direct", "side",
@@ -14,7 +15,7 @@ COLUMNS = ["op", "layer", "neuron", "label", "heuristic", "score", "base_rate", 
 
 def atlas(store: Store, fingerprint: str, matched_only: bool = True) -> pd.DataFrame:
     """Every stored classification of a model, one row per (operator, neuron, heuristic), best scores first."""
-    frame = store.atlas_rows(fingerprint, matched_only)
+    frame = store.atlas_rows(fingerprint, RULES_VERSION, matched_only)
     frame["label"] = "L" + frame["layer"].astype(str) + "N" + frame["neuron"].astype(str)
     return frame[COLUMNS]
 

@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..capture.interventions import Intervention
 from ..errors import InputError
+from ..heuristics import RULES_VERSION
 from ..heuristics.classifier import classify
 from ..models.loading import LoadedModel
 from ..store import Store
@@ -43,8 +44,9 @@ class ClassifySettings:
             raise InputError("top_n and n_prompts must be at least 1")
 
     def key(self) -> dict:
-        """What the stored scores are keyed by, beside the sweep (model, grid, intervention)."""
-        return asdict(self)
+        """What the stored scores are keyed by, beside the sweep (model, grid, intervention): these settings and
+        the version of the classifier's rules."""
+        return {**asdict(self), "rules": RULES_VERSION}
 
 
 @dataclass

@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..capture.interventions import Intervention
 from ..errors import InputError
+from ..heuristics import RULES_VERSION
 from ..models.adapters import neuron_label
 from ..models.loading import LoadedModel
 from ..store import Store
@@ -80,7 +81,7 @@ def most_active(store: Store, sweep_id: int, layer: int, count: int = 20) -> pd.
 
 def neuron_matches(store: Store, sweep_id: int, layer: int, neuron: int) -> pd.DataFrame:
     """The neuron's stored heuristic matches on this sweep (every classification run), best first."""
-    return store.neuron_matches(sweep_id, layer, neuron)
+    return store.neuron_matches(sweep_id, layer, neuron, RULES_VERSION)
 
 
 def neuron_map(model: LoadedModel, store: Store, op: str, layer: int, neuron: int, kind: str = "K",

@@ -2,7 +2,8 @@
 
 v1 -> v2: model fingerprints gain the dtype (v1 always ran float32, and the new fingerprint is a pure function of
 the old one and the dtype, so migrated results stay cache hits); sweeps gain the intervention key (``none``);
-classifications gain the importance run they used (the sweep's only attribution run; NULL when ambiguous); neuron
+classifications gain the importance run they used (the sweep's only attribution run; NULL when ambiguous) and
+rules version 1 (neurolab 0.1's classifier: a classification with today's rules is computed anew); neuron
 values move from long DuckDB rows to .npy blocks, kept in float32 with their stored KV so nothing is lost.
 """
 
@@ -104,11 +105,11 @@ def _migrate_tables(con: duckdb.DuckDBPyConnection, blocks: pd.DataFrame, progre
                    o.d_mlp, o.max_single_token, o.registered FROM models_v1 o JOIN fp_map m ON o.fingerprint = m.old;
             INSERT INTO sweeps SELECT o.sweep_id, m.new, o.op, o.template, o.max_op, o.op1_from, 'none', o.n_prompts,
                    o.chunk_size, o.created FROM sweeps_v1 o JOIN fp_map m ON o.fingerprint = m.old;
-            INSERT INTO heuristic_scores SELECT o.sweep_id, o.maps, o.top_n, o.threshold, r.n_prompts, r.seed,
+            INSERT INTO heuristic_scores SELECT o.sweep_id, o.maps, o.top_n, o.threshold, r.n_prompts, r.seed, 1,
                    o.* EXCLUDE (sweep_id, maps, top_n, threshold)
                    FROM heuristic_scores_v1 o LEFT JOIN run_map r USING (sweep_id);
             INSERT INTO classification_runs SELECT o.sweep_id, o.maps, o.top_n, o.threshold, r.n_prompts, r.seed,
-                   o.layer, o.created FROM classification_runs_v1 o LEFT JOIN run_map r USING (sweep_id);
+                   1, o.layer, o.created FROM classification_runs_v1 o LEFT JOIN run_map r USING (sweep_id);
             INSERT INTO value_blocks (block_id, sweep_id, layer, neurons, k_file, kv_file)
                    SELECT block_id, sweep_id, layer, neurons::INTEGER[], k_file, kv_file FROM new_blocks;
             INSERT INTO block_progress SELECT * FROM new_progress;

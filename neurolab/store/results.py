@@ -1,13 +1,16 @@
 """Results computed from a sweep: neuron importance and heuristic scores, each under its complete key.
 
 A sweep already names the model, grid and intervention; an importance run adds its method, prompts and seed; a
-classification adds its maps, top-N and threshold and the importance run (prompts, seed) that chose its neurons.
+classification adds its maps, top-N and threshold, the importance run (prompts, seed) that chose its neurons, and
+the version of the classifier's rules (so a rule fix recomputes instead of serving old labels).
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
+#: what a classification's scores are keyed by besides the sweep
+SETTINGS = ("maps", "top_n", "threshold", "n_prompts", "seed", "rules")
 SCORE_COLUMNS = ["layer", "neuron", "importance_rank", "heuristic", "family", "grp", "direct", "params", "score",
                  "k", "base_rate", "lift", "side", "matched"]
 
@@ -37,24 +40,22 @@ class ResultTables:
 
     @staticmethod
     def _classification_key(sweep_id: int, settings: dict) -> tuple[str, list]:
-        where = "sweep_id=? AND maps=? AND top_n=? AND threshold=? AND n_prompts=? AND seed=?"
-        return where, [sweep_id, settings["maps"], settings["top_n"], settings["threshold"], settings["n_prompts"],
-                       settings["seed"]]
+        where = "sweep_id=? AND maps=? AND top_n=? AND threshold=? AND n_prompts=? AND seed=? AND rules=?"
+        return where, [sweep_id, *(settings[k] for k in SETTINGS)]
 
     def write_classification(self, sweep_id: int, settings: dict, layer: int, frame: pd.DataFrame) -> None:
         """Replace one layer's heuristic scores of one classification run, and mark the layer complete.
-        ``settings``: maps, top_n, threshold, n_prompts, seed."""
+        ``settings``: maps, top_n, threshold, n_prompts, seed, rules (the classifier's version)."""
         where, key = self._classification_key(sweep_id, settings)
         rows = frame.rename(columns={"group": "grp"}).assign(
-            sweep_id=sweep_id, layer=layer, **{k: settings[k] for k in ("maps", "top_n", "threshold", "n_prompts",
-                                                                        "seed")})
-        rows = rows[["sweep_id", "maps", "top_n", "threshold", "n_prompts", "seed", *SCORE_COLUMNS]]
+            sweep_id=sweep_id, layer=layer, **{k: settings[k] for k in SETTINGS})
+        rows = rows[["sweep_id", *SETTINGS, *SCORE_COLUMNS]]
         with self.transaction(score_rows=rows) as con:
             con.execute(f"DELETE FROM heuristic_scores WHERE {where} AND layer=?", [*key, layer])
             con.execute(f"DELETE FROM classification_runs WHERE {where} AND layer=?", [*key, layer])
             con.execute("INSERT INTO heuristic_scores SELECT * FROM score_rows")
-            con.execute("INSERT INTO classification_runs (sweep_id, maps, top_n, threshold, n_prompts, seed, layer) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)", [*key, layer])
+            con.execute(f"INSERT INTO classification_runs (sweep_id, {', '.join(SETTINGS)}, layer) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [*key, layer])
 
     def classified_layers(self, sweep_id: int, settings: dict) -> list[int]:
         where, key = self._classification_key(sweep_id, settings)
@@ -67,21 +68,22 @@ class ResultTables:
         where, key = self._classification_key(sweep_id, settings)
         with self.cursor() as con:
             return con.execute(
-                f"SELECT * EXCLUDE (sweep_id, maps, top_n, threshold, n_prompts, seed) FROM heuristic_scores "
+                f"SELECT * EXCLUDE (sweep_id, {', '.join(SETTINGS)}) FROM heuristic_scores "
                 f"WHERE {where} AND layer IN ({','.join(str(int(x)) for x in layers) or 'NULL'}) "
                 f"ORDER BY layer, importance_rank, score DESC", key).df()
 
-    def neuron_matches(self, sweep_id: int, layer: int, neuron: int) -> pd.DataFrame:
-        """One neuron's matched heuristics on a sweep (every classification run), best first."""
+    def neuron_matches(self, sweep_id: int, layer: int, neuron: int, rules: int) -> pd.DataFrame:
+        """One neuron's matched heuristics on a sweep (every classification run with these rules), best first."""
         with self.cursor() as con:
             return con.execute(
                 "SELECT heuristic, family, params, score, base_rate, lift, grp AS \"group\", direct, side, maps, "
-                "threshold FROM heuristic_scores WHERE sweep_id=? AND layer=? AND neuron=? AND matched "
-                "ORDER BY score DESC", [sweep_id, layer, neuron]).df()
+                "threshold FROM heuristic_scores WHERE sweep_id=? AND layer=? AND neuron=? AND rules=? AND matched "
+                "ORDER BY score DESC", [sweep_id, layer, neuron, rules]).df()
 
-    def atlas_rows(self, fingerprint: str, matched_only: bool = True) -> pd.DataFrame:
-        """Every stored classification of a model, one row per (operator, neuron, heuristic)."""
+    def atlas_rows(self, fingerprint: str, rules: int, matched_only: bool = True) -> pd.DataFrame:
+        """Every stored classification of a model with these rules, one row per (operator, neuron, heuristic)."""
         with self.cursor() as con:
             return con.execute(
-                "SELECT * FROM neuron_heuristics WHERE fingerprint = ? " + ("AND matched " if matched_only else "")
-                + "ORDER BY op, layer, neuron, score DESC", [fingerprint]).df()
+                "SELECT * FROM neuron_heuristics WHERE fingerprint = ? AND rules = ? "
+                + ("AND matched " if matched_only else "") + "ORDER BY op, layer, neuron, score DESC",
+                [fingerprint, rules]).df()
