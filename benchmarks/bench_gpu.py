@@ -134,15 +134,13 @@ class Phases:
 
 
 def rank_on_all_prompts_when_none_is_correct() -> list[str]:
-    """Random weights answer nothing correctly; let the importance run rank on every prompt then (same cost)."""
+    """Random weights answer nothing correctly; let the importance run take its prompts as if all were correct
+    (the same attribution cost, without probing the whole grid for a correct prompt that does not exist)."""
     original = importance.prompt_pairs
-    notes: list[str] = []
+    notes = ["random weights: importance prompts taken as if answered correctly"]
 
-    def prompt_pairs(model, prompts, n_prompts=50, seed=0):
-        if not prompts["correct"].any():
-            notes.append("no prompt answered correctly (random weights): importance ranked on all prompts")
-            prompts = prompts.assign(correct=True)
-        return original(model, prompts, n_prompts, seed)
+    def prompt_pairs(model, grid, n_prompts=50, seed=0, correct=None, intervention=None):
+        return original(model, grid, n_prompts, seed, np.ones(len(grid), dtype=bool), intervention)
 
     importance.prompt_pairs = prompt_pairs
     return notes

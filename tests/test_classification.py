@@ -12,7 +12,7 @@ import pytest
 from neurolab.analysis.atlas import atlas, normalise_query, search
 from neurolab.analysis.classification import ClassifySettings, classify_operator
 from neurolab.analysis.importance import activation_patching, attribution_patching, first_heuristics_layer, prompt_pairs
-from neurolab.analysis.sweep import run_sweep
+from neurolab.analysis.sweep import grid_for, run_sweep
 from neurolab.analysis.value_lens import agreement, matching_set, result_predicate
 from neurolab.store import Store
 
@@ -34,7 +34,7 @@ def plus(embedded, store):
 
 def test_attribution_patching_tracks_exact_activation_patching(embedded, store):
     sweep = run_sweep(embedded, store, "+", max_op=MAX_OP)
-    pairs = prompt_pairs(embedded, store.prompts(sweep.sweep_id), n_prompts=20, seed=1)
+    pairs = prompt_pairs(embedded, grid_for(embedded, "+", MAX_OP), 20, 1, store.prompts(sweep.sweep_id)["correct"])
     assert len(pairs.clean) == 20 and all(a != b for a, b in zip(pairs.clean_answer, pairs.corrupt_answer))
     approx = attribution_patching(embedded, pairs, layers=[3])
     exact = activation_patching(embedded, pairs, layers=[3])
@@ -47,8 +47,7 @@ def test_attribution_patching_tracks_exact_activation_patching(embedded, store):
 
 
 def test_first_heuristics_layer_is_where_the_mlp_starts_promoting_the_answer(embedded, store):
-    sweep = run_sweep(embedded, store, "+", max_op=MAX_OP)
-    pairs = prompt_pairs(embedded, store.prompts(sweep.sweep_id), n_prompts=50)
+    pairs = prompt_pairs(embedded, grid_for(embedded, "+", MAX_OP), 50)  # correctness probed, not read
     first, evidence = first_heuristics_layer(embedded, pairs)
     assert list(evidence["layer"]) == list(range(embedded.n_layers))
     best = evidence["promotion"].max()

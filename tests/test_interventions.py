@@ -172,11 +172,11 @@ def test_evaluation_and_importance_run_under_an_intervention(embedded, tmp_path)
     """The analyses take the intervention too: ablating the most important layer-3 neurons costs accuracy."""
     from neurolab.analysis.evaluation import evaluate
     from neurolab.analysis.importance import ensure_importance
-    from neurolab.analysis.sweep import NeuronSelection, run_sweep
+    from neurolab.analysis.sweep import NeuronSelection, grid_for, run_sweep
 
     store = Store(tmp_path / "s.duckdb")
     sweep = run_sweep(embedded, store, "+", NeuronSelection("none"), 30)
-    ranked = ensure_importance(embedded, store, sweep.sweep_id, n_prompts=20)
+    ranked = ensure_importance(embedded, store, sweep.sweep_id, grid_for(embedded, "+", 30), n_prompts=20)
     top = ranked[ranked["layer"] == 3].nsmallest(40, "rank")["neuron"].tolist()
     knocked = ablation([(3, n) for n in top], name="top-40 of layer 3")
     clean, ablated = evaluate(embedded, sample=300), evaluate(embedded, sample=300, intervention=knocked)

@@ -16,7 +16,7 @@ import neurolab.analysis.importance as importance_module
 from neurolab.analysis.classification import ClassifySettings, classify_operator
 from neurolab.analysis.importance import ensure_importance
 from neurolab.analysis.neuron_maps import neuron_map
-from neurolab.analysis.sweep import FULL_SWEEP_LIMIT, NeuronSelection, plan_sweep, run_sweep
+from neurolab.analysis.sweep import FULL_SWEEP_LIMIT, NeuronSelection, grid_for, plan_sweep, run_sweep
 from neurolab.capture.interventions import ablation
 from neurolab.models.loading import load_model
 from neurolab.store import SCHEMA_VERSION, Store
@@ -66,12 +66,13 @@ def test_sweep_keys_dtype_and_intervention(embedded, store, no_computation, monk
 def test_importance_keyed_by_prompts_and_seed(embedded, store, monkeypatch, no_computation):
     monkeypatch.undo()
     sweep = run_sweep(embedded, store, "+", NeuronSelection("none"), MAX_OP)
-    first = ensure_importance(embedded, store, sweep.sweep_id, n_prompts=10, seed=0)
-    other = ensure_importance(embedded, store, sweep.sweep_id, n_prompts=10, seed=7)
-    fewer = ensure_importance(embedded, store, sweep.sweep_id, n_prompts=5, seed=0)
+    grid = grid_for(embedded, "+", MAX_OP)
+    first = ensure_importance(embedded, store, sweep.sweep_id, grid, n_prompts=10, seed=0)
+    other = ensure_importance(embedded, store, sweep.sweep_id, grid, n_prompts=10, seed=7)
+    fewer = ensure_importance(embedded, store, sweep.sweep_id, grid, n_prompts=5, seed=0)
     assert not np.allclose(first["score"], other["score"]) and not np.allclose(first["score"], fewer["score"])
     monkeypatch.setattr(importance_module, "attribution_patching", no_computation)
-    again = ensure_importance(embedded, store, sweep.sweep_id, n_prompts=10, seed=7)
+    again = ensure_importance(embedded, store, sweep.sweep_id, grid, n_prompts=10, seed=7)
     assert np.array_equal(again["score"], other["score"])
 
 
@@ -97,7 +98,7 @@ def test_neuron_selection_top_list_none_and_on_demand(embedded, store):
     assert store.sweep_info(answers.sweep_id)["stored"] == {} and store.sweep_info(answers.sweep_id)["answered"]
     top = run_sweep(embedded, store, "-", NeuronSelection("top", top_n=7, layers=(2, 3), n_prompts=10), MAX_OP)
     assert top.sweep_id == answers.sweep_id and store.sweep_info(top.sweep_id)["stored"] == {2: 7, 3: 7}
-    ranked = ensure_importance(embedded, store, top.sweep_id, n_prompts=10)
+    ranked = ensure_importance(embedded, store, top.sweep_id, grid_for(embedded, "-", MAX_OP), n_prompts=10)
     best = ranked[ranked["layer"] == 3].nsmallest(7, "rank")["neuron"].tolist()
     assert top.neurons[3] == best
     outside = next(n for n in range(embedded.d_mlp) if n not in best)
@@ -130,6 +131,7 @@ def test_cli_dry_run_prints_the_plan():
 
 
 def test_a_store_written_by_the_previous_release_migrates_in_place(tmp_path, embedded, monkeypatch, no_computation):
+    monkeypatch.undo()
     path = tmp_path / "old.duckdb"
     with gzip.open(V1_STORE) as source, path.open("wb") as target:
         shutil.copyfileobj(source, target)
@@ -152,12 +154,13 @@ def test_a_store_written_by_the_previous_release_migrates_in_place(tmp_path, emb
     assert set(store.sweeps()["fingerprint"]) == {embedded.fingerprint}  # old keys now carry the dtype
     # the migrated results are cache hits for today's code: nothing is recomputed
     monkeypatch.setattr("neurolab.analysis.sweep.stream", no_computation)
-    monkeypatch.setattr(importance_module, "attribution_patching", no_computation)
     assert run_sweep(embedded, store, "+", NeuronSelection("all", layers=(3,)), max_op=8).cached
-    # the classification itself was made by 0.1's rules (version 1): today's rules classify anew from the kept maps
+    # 0.1's importance (another prompt rule) and classification (rules 1) stay, under their own keys; today's are
+    # computed anew, from the migrated maps (no sweep pass)
+    assert set(store.query("SELECT DISTINCT method FROM importance")["method"]) == {"attribution-v1"}
     again = classify_operator(embedded, store, "+", 8, settings=ClassifySettings(top_n=10), layers=[3])
-    assert set(again.scores["neuron"]) == set(store.query("SELECT neuron FROM heuristic_scores WHERE rules = 1")
-                                              ["neuron"])  # the same top-10, from the migrated importance run
+    assert len(again.scores) and set(again.scores["layer"]) == {3}
     assert store.query("SELECT DISTINCT rules FROM classification_runs ORDER BY 1")["rules"].tolist() == [1, 2]
+    assert len(store.query("SELECT * FROM heuristic_scores WHERE rules = 1")) == counts["heuristic_scores"]
     store.close()
     assert Store(path).schema_version == SCHEMA_VERSION  # reopening does not migrate twice

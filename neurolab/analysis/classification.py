@@ -19,8 +19,8 @@ from ..heuristics.classifier import classify
 from ..models.loading import LoadedModel
 from ..store import Store
 from ..tasks.grid import PromptTemplate
-from .importance import ensure_importance, first_heuristics_layer, prompt_pairs
-from .sweep import NeuronSelection, run_sweep
+from .importance import ensure_importance, first_heuristics_layer, prompt_pairs, stored_correctness
+from .sweep import NeuronSelection, grid_for, open_sweep, run_sweep
 
 MAP_MODES = ("K", "KV", "hybrid")
 
@@ -87,22 +87,23 @@ def classify_operator(
     """Classify the top-N neurons of ``layers`` (default: first_heuristics_layer .. last) for one operator.
 
     Only the top-N neurons per layer are swept (the paper's selection), so this scales to 8B models.
-    ``progress(stage, fraction)`` reports the stage ("answers", "importance", "maps", "classify").
+    ``progress(stage, fraction)`` reports the stage ("importance", "maps", "classify").
     """
     settings = settings or ClassifySettings()
     report = progress or (lambda stage, fraction: None)
-    answers = run_sweep(model, store, op, NeuronSelection("none"), max_op, template, intervention,
-                        progress=lambda d, t: report("answers", d / t))
-    prompts = store.prompts(answers.sweep_id)
+    grid = grid_for(model, op, max_op, template)
     report("importance", 0.0)
-    pairs = prompt_pairs(model, prompts, settings.n_prompts, settings.seed)
-    importance = ensure_importance(model, store, answers.sweep_id, settings.n_prompts, settings.seed, intervention)
+    sweep_id = open_sweep(model, store, grid, intervention)
+    correct = stored_correctness(store, sweep_id, len(grid))
+    pairs = prompt_pairs(model, grid, settings.n_prompts, settings.seed, correct, intervention)
+    importance = ensure_importance(model, store, sweep_id, grid, settings.n_prompts, settings.seed, intervention)
     first, evidence = first_heuristics_layer(model, pairs, intervention=intervention)
     chosen = list(range(first, model.n_layers)) if layers is None else sorted(set(layers))
     selection = NeuronSelection("top", settings.top_n, layers=tuple(chosen), n_prompts=settings.n_prompts,
                                 seed=settings.seed)
     sweep = run_sweep(model, store, op, selection, max_op, template, intervention,
-                      progress=lambda d, t: report("maps", d / t))
+                      progress=lambda d, t: report("maps", d / t))  # the answers and the top-N maps, one pass
+    prompts = store.prompts(sweep.sweep_id)
     key = settings.key()
     done = set(store.classified_layers(sweep.sweep_id, key))
     op1, op2, result = (prompts[c].to_numpy() for c in ("op1", "op2", "answer"))

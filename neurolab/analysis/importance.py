@@ -19,8 +19,10 @@ import torch
 
 from ..capture.interventions import Intervention
 from ..capture.trace import neuron_gradients, run
+from ..errors import InputError
 from ..models.loading import LoadedModel
 from ..store import Store
+from ..tasks.grid import OperandGrid
 
 METHODS = ("attribution", "activation")
 
@@ -36,32 +38,53 @@ class PromptPairs:
     clean_value: torch.Tensor  # the integer answers of the clean prompts
 
 
-def prompt_pairs(model: LoadedModel, prompts: pd.DataFrame, n_prompts: int = 50, seed: int = 0) -> PromptPairs:
-    """``n_prompts`` correct grid prompts (seeded) and, for each, a random grid prompt with a different answer.
+def prompt_pairs(model: LoadedModel, grid: OperandGrid, n_prompts: int = 50, seed: int = 0,
+                 correct: np.ndarray | None = None, intervention: Intervention | None = None) -> PromptPairs:
+    """``n_prompts`` correct grid prompts and, for each, a random grid prompt with a different answer.
 
-    ``prompts`` is a sweep's prompt table (``prompt``, ``answer``, ``correct``).
+    The rule: walk a permutation of the grid drawn from ``seed`` and keep the first ``n_prompts`` prompts the model
+    answers correctly (under ``intervention``). ``correct`` (per grid prompt) is the sweep's stored correctness when
+    it has one; otherwise the walk probes correctness in small batches, so choosing the prompts never needs a pass
+    over the whole grid, and both ways choose the same prompts.
     """
     rng = np.random.default_rng(seed)
-    correct = np.flatnonzero(prompts["correct"].to_numpy())
-    if len(correct) == 0:
-        raise ValueError("the model answers no prompt of this grid correctly, so there is nothing to attribute")
-    clean = rng.choice(correct, size=min(n_prompts, len(correct)), replace=False)
-    answers = prompts["answer"].to_numpy()
+    order = rng.permutation(len(grid))
+    answers = np.asarray(grid.answers)
+    ids = np.asarray(model.number_token_ids)
+    clean: list[int] = []
+    step = max(64, 4 * n_prompts)
+    for lo in range(0, len(order), step):
+        batch = order[lo:lo + step]
+        if correct is None:
+            probe = run(model, [grid.prompts[i] for i in batch], intervention=intervention)
+            ok = probe.top1 == ids[answers[batch]]
+        else:
+            ok = np.asarray(correct)[batch]
+        clean.extend(int(i) for i in batch[ok])
+        if len(clean) >= n_prompts:
+            break
+    clean = clean[:n_prompts]
+    if not clean:
+        raise InputError("the model answers no prompt of this grid correctly, so there is nothing to attribute")
     if len(np.unique(answers)) < 2:
-        raise ValueError("every prompt of this grid has the same answer: no counterfactual exists")
+        raise InputError("every prompt of this grid has the same answer: no counterfactual exists")
     corrupt = []
     for i in clean:
-        j = int(rng.integers(len(prompts)))
+        j = int(rng.integers(len(grid)))
         while answers[j] == answers[i]:
-            j = int(rng.integers(len(prompts)))
+            j = int(rng.integers(len(grid)))
         corrupt.append(j)
-    ids = np.asarray(model.number_token_ids)
-    text = prompts["prompt"].tolist()
     return PromptPairs(
-        clean=[text[i] for i in clean], corrupt=[text[j] for j in corrupt],
+        clean=[grid.prompts[i] for i in clean], corrupt=[grid.prompts[j] for j in corrupt],
         clean_answer=torch.as_tensor(ids[answers[clean]]), corrupt_answer=torch.as_tensor(ids[answers[corrupt]]),
         clean_value=torch.as_tensor(answers[clean]),
     )
+
+
+def stored_correctness(store: Store, sweep_id: int, n_prompts: int) -> np.ndarray | None:
+    """The sweep's per-prompt correctness when every answer is stored, else None."""
+    prompts = store.prompts(sweep_id)
+    return prompts["correct"].to_numpy() if len(prompts) == n_prompts else None
 
 
 def _summarise(scores: dict[int, torch.Tensor], method: str) -> pd.DataFrame:
@@ -132,14 +155,14 @@ def activation_patching(model: LoadedModel, pairs: PromptPairs, layers: Sequence
     return _summarise(scores, "activation")
 
 
-def ensure_importance(model: LoadedModel, store: Store, sweep_id: int, n_prompts: int = 50, seed: int = 0,
-                      intervention: Intervention | None = None) -> pd.DataFrame:
-    """Attribution-patching importance of every neuron on a sweep's prompts, computed once per (sweep, prompts,
-    seed) and stored; the sweep's key already names the model, grid and intervention."""
+def ensure_importance(model: LoadedModel, store: Store, sweep_id: int, grid: OperandGrid, n_prompts: int = 50,
+                      seed: int = 0, intervention: Intervention | None = None) -> pd.DataFrame:
+    """Attribution-patching importance of every neuron on a sweep's grid, computed once per (sweep, prompts, seed)
+    and stored; the sweep's key already names the model, grid and intervention."""
     stored = store.importance(sweep_id, "attribution", n_prompts, seed)
     if len(stored) == model.n_layers * model.d_mlp:
         return stored
-    pairs = prompt_pairs(model, store.prompts(sweep_id), n_prompts, seed)
+    pairs = prompt_pairs(model, grid, n_prompts, seed, stored_correctness(store, sweep_id, len(grid)), intervention)
     store.write_importance(sweep_id, n_prompts, seed, attribution_patching(model, pairs, intervention=intervention))
     return store.importance(sweep_id, "attribution", n_prompts, seed)
 

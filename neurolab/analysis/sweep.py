@@ -148,8 +148,9 @@ def find_sweep(model: LoadedModel, store: Store, grid: OperandGrid, intervention
     return store.sweep_id(sweep_key(model, grid, intervention), len(grid), 0, create=False)
 
 
-def _open_sweep(model: LoadedModel, store: Store, grid: OperandGrid, intervention: Intervention,
-                chunk_size: int | None) -> int:
+def open_sweep(model: LoadedModel, store: Store, grid: OperandGrid, intervention: Intervention,
+                chunk_size: int | None = None) -> int:
+    """The sweep's id, created when absent (its chunk size fixed then), with the model and intervention saved."""
     store.register_model(model.fingerprint, model.weights_fingerprint, model.dtype, model.revision, model.name,
                          model.source, model.adapter.family, model.n_layers, model.d_mlp, model.max_single_token)
     if intervention:
@@ -158,8 +159,8 @@ def _open_sweep(model: LoadedModel, store: Store, grid: OperandGrid, interventio
     return store.sweep_id(sweep_key(model, grid, intervention), len(grid), size)
 
 
-def _wanted(model: LoadedModel, store: Store, sweep_id: int, selection: NeuronSelection, plan: SweepPlan,
-            intervention: Intervention) -> dict[int, list[int]]:
+def _wanted(model: LoadedModel, store: Store, sweep_id: int, grid: OperandGrid, selection: NeuronSelection,
+            plan: SweepPlan, intervention: Intervention) -> dict[int, list[int]]:
     """Layer -> the neurons the selection asks for (for ``top``, from the sweep's importance run)."""
     layers = list(plan.per_layer)
     for layer in [*layers, *(layer for layer, _ in selection.neurons)]:
@@ -175,7 +176,8 @@ def _wanted(model: LoadedModel, store: Store, sweep_id: int, selection: NeuronSe
             wanted.setdefault(layer, []).append(n)
         return wanted
     if plan.mode == "top":
-        importance = ensure_importance(model, store, sweep_id, selection.n_prompts, selection.seed, intervention)
+        importance = ensure_importance(model, store, sweep_id, grid, selection.n_prompts, selection.seed,
+                                       intervention)
         return {layer: top_neurons(importance, layer, selection.top_n) for layer in layers}
     return {}
 
@@ -210,17 +212,14 @@ def run_sweep(
     if not len(grid):
         raise InputError(f"the {op} grid with max_op={max_op} has no valid prompt")
     plan = plan_sweep(model.n_layers, model.d_mlp, len(model.number_token_ids), len(grid), selection)
-    sweep_id = _open_sweep(model, store, grid, intervention, chunk_size)
+    sweep_id = open_sweep(model, store, grid, intervention, chunk_size)
     if announce:
         announce(plan)
-    computed = 0
-    if plan.mode == "top":  # importance ranks neurons on correct prompts: the answers come first
-        computed += _compute(model, store, sweep_id, grid, {}, intervention, progress, remote)
-    wanted = _wanted(model, store, sweep_id, selection, plan, intervention)
+    wanted = _wanted(model, store, sweep_id, grid, selection, plan, intervention)
     stored = store.stored_neurons(sweep_id)
     missing = {layer: [n for n in ns if n not in stored.get(layer, set())] for layer, ns in wanted.items()}
     missing = {layer: ns for layer, ns in missing.items() if ns}
-    computed += _compute(model, store, sweep_id, grid, missing, intervention, progress, remote)
+    computed = _compute(model, store, sweep_id, grid, missing, intervention, progress, remote)
     total = -(-len(grid) // int(store.sweep_info(sweep_id)["chunk_size"]))
     return SweepResult(sweep_id, len(grid), wanted, computed, total, plan)
 

@@ -130,12 +130,13 @@ def _importance(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from ..analysis.importance import activation_patching, attribution_patching, prompt_pairs
-    from ..analysis.sweep import NeuronSelection, run_sweep
+    from ..analysis.sweep import NeuronSelection, grid_for, run_sweep
 
     model, store, intervention = options.context(args)
     sweep = run_sweep(model, store, args.op, NeuronSelection("none"), args.max_op, options.template(args),
                       intervention)
-    pairs = prompt_pairs(model, store.prompts(sweep.sweep_id), args.prompts, args.seed)
+    grid = grid_for(model, args.op, args.max_op, options.template(args))
+    pairs = prompt_pairs(model, grid, args.prompts, args.seed, store.prompts(sweep.sweep_id)["correct"].to_numpy())
     layers = options.layers(args.layers)
     frames = []
     if args.method in ("attribution", "both"):

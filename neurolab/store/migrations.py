@@ -3,7 +3,8 @@
 v1 -> v2: model fingerprints gain the dtype (v1 always ran float32, and the new fingerprint is a pure function of
 the old one and the dtype, so migrated results stay cache hits); sweeps gain the intervention key (``none``);
 classifications gain the importance run they used (the sweep's only attribution run; NULL when ambiguous) and
-rules version 1 (neurolab 0.1's classifier: a classification with today's rules is computed anew); neuron
+rules version 1 (neurolab 0.1's classifier: a classification with today's rules is computed anew); importance runs
+become ``attribution-v1`` (0.1 drew its prompts by another rule, so today's runs are computed anew); neuron
 values move from long DuckDB rows to .npy blocks, kept in float32 with their stored KV so nothing is lost.
 """
 
@@ -114,6 +115,7 @@ def _migrate_tables(con: duckdb.DuckDBPyConnection, blocks: pd.DataFrame, progre
                    SELECT block_id, sweep_id, layer, neurons::INTEGER[], k_file, kv_file FROM new_blocks;
             INSERT INTO block_progress SELECT * FROM new_progress;
         """)
+        con.execute("UPDATE importance SET method = method || '-v1'")  # 0.1 chose its prompts another way
         for table in (*(f"{t}_v1" for t in RENAMED_V1), "neuron_values", "sweep_progress"):
             con.execute(f"DROP TABLE {table}")
         con.execute("INSERT INTO meta VALUES ('schema_version', ?), ('migrated_from', '1'), ('backup', ?)",

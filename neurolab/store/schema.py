@@ -40,8 +40,8 @@ CREATE TABLE IF NOT EXISTS importance (
     PRIMARY KEY (sweep_id, method, n_prompts, seed, layer, neuron));
 CREATE TABLE IF NOT EXISTS heuristic_scores (
     sweep_id INTEGER, maps VARCHAR, top_n INTEGER, threshold DOUBLE, n_prompts INTEGER, seed INTEGER,
-    rules INTEGER, layer INTEGER, neuron INTEGER, importance_rank INTEGER, heuristic VARCHAR, family VARCHAR, grp VARCHAR,
-    direct BOOLEAN, params VARCHAR, score DOUBLE, k INTEGER, base_rate DOUBLE, lift DOUBLE, side VARCHAR,
+    rules INTEGER, layer INTEGER, neuron INTEGER, importance_rank INTEGER, heuristic VARCHAR, family VARCHAR,
+    grp VARCHAR, direct BOOLEAN, params VARCHAR, score DOUBLE, k INTEGER, base_rate DOUBLE, lift DOUBLE, side VARCHAR,
     matched BOOLEAN);
 CREATE TABLE IF NOT EXISTS classification_runs (
     sweep_id INTEGER, maps VARCHAR, top_n INTEGER, threshold DOUBLE, n_prompts INTEGER, seed INTEGER,
