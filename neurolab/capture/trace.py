@@ -73,8 +73,15 @@ def _edit(hidden, ops: list[LayerOp]) -> None:
                 hidden[:, : seq - known, op.neurons] = op.values[0]
 
 
-#: only the last position's logits are computed (the full [batch, seq, vocab] is never made)
-LAST_LOGITS = {"logits_to_keep": 1}
+def _last_logits(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Only the last position's logits are computed (the full [batch, seq, vocab] is never made).
+
+    Given as a tensor of positions rather than the int 1: nnsight then hands the encoding to the model whole,
+    instead of splitting it into rows and padding them again in Python (measured on the embedded model: that
+    per-row loop made a 10,000-prompt trace cost 1.3x a plain forward pass).
+    """
+    last = inputs["input_ids"].shape[1] - 1
+    return {"logits_to_keep": torch.tensor([last], device=inputs["input_ids"].device)}
 
 
 def _trace(model: LoadedModel, inputs: dict[str, torch.Tensor], capture: Mapping[int, torch.Tensor | None],
@@ -86,7 +93,7 @@ def _trace(model: LoadedModel, inputs: dict[str, torch.Tensor], capture: Mapping
     touched = sorted(set(capture) | set(ops) | set(row_patch))
     envoys = {layer: get_module(lm, model.adapter.mlp_out_path(layer)) for layer in touched}
     options = {"remote": remote} if remote else {}  # True: NDIF (key from the environment); "local": dry run
-    with torch.no_grad(), lm.trace(**inputs, **LAST_LOGITS, **options):
+    with torch.no_grad(), lm.trace(**inputs, **_last_logits(inputs), **options):
         saved = []
         for layer in touched:  # modules must be visited in execution order
             hidden = envoys[layer].input
@@ -310,7 +317,7 @@ def neuron_gradients(
         inputs = _inputs(model, prompts)
         rows = torch.arange(len(prompts), device=model.device)
         good, bad = good.to(model.device), bad.to(model.device)
-        with torch.enable_grad(), lm.trace(**inputs, **LAST_LOGITS):
+        with torch.enable_grad(), lm.trace(**inputs, **_last_logits(inputs)):
             hiddens = []
             for layer in touched:
                 hidden = envoys[layer].input
