@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from baseline import plain_forward  # benchmarks/ is the script's folder, first on sys.path
 
 from neurolab import paths
 from neurolab.analysis import importance
@@ -86,16 +87,6 @@ def build_model(folder: Path, args: argparse.Namespace, device: str) -> None:
     del hf
     if device == "cuda":
         torch.cuda.empty_cache()
-
-
-def plain_forward(model, prompts: list[str], batch: int) -> None:
-    """The baseline: same batches, last-position logits only, top-1 and its probability reduced on the device."""
-    with torch.no_grad():
-        for start in range(0, len(prompts), batch):
-            inputs = {k: v.to(model.device) for k, v in model.encode(prompts[start:start + batch]).items()}
-            logits = model.hf(**inputs, logits_to_keep=1).logits[:, -1]
-            prob, top = logits.float().softmax(-1).max(-1)
-            top.cpu(), prob.cpu()
 
 
 def capture_all(model, prompts: list[str], batch: int) -> None:

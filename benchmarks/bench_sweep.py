@@ -20,21 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from baseline import plain_forward  # benchmarks/ is the script's folder, first on sys.path
 
 from neurolab.analysis.sweep import NeuronSelection, grid_for, run_sweep
 from neurolab.capture.trace import default_batch_size, run
 from neurolab.models.loading import load_model
 from neurolab.store import Store
-
-
-def plain_forward(model, prompts: list[str], batch: int) -> None:
-    """The baseline: same batches, last-position logits only, top-1 and its probability reduced on the device."""
-    with torch.no_grad():
-        for start in range(0, len(prompts), batch):
-            inputs = {k: v.to(model.device) for k, v in model.encode(prompts[start:start + batch]).items()}
-            logits = model.hf(**inputs, logits_to_keep=1).logits[:, -1]
-            prob, top = logits.float().softmax(-1).max(-1)
-            top.cpu(), prob.cpu()
 
 
 def timed(fn) -> float:
