@@ -12,6 +12,7 @@ import torch
 
 from neurolab.analysis.neuron_maps import load_neuron_map, most_active
 from neurolab.analysis.sweep import NeuronSelection, find_sweep, grid_for, run_sweep
+from neurolab.capture.interventions import ablation
 from neurolab.capture.trace import run
 from neurolab.models.loading import load_model
 from neurolab.paths import embedded_model_dir
@@ -171,6 +172,9 @@ def test_remote_path_runs_as_nnsights_local_dry_run(embedded):
     dry = run(embedded, prompts, [1, 3], remote="local", logits=True)
     assert torch.equal(here.logits, dry.logits)
     assert all(torch.equal(here.neurons[layer], dry.neurons[layer]) for layer in (1, 3))
+    knocked = ablation(["L1N4", "L3N7"])  # interventions travel with the serialised trace too
+    here, dry = (run(embedded, prompts, [3], logits=True, intervention=knocked, remote=r) for r in (False, "local"))
+    assert torch.equal(here.logits, dry.logits) and torch.all(dry.neurons[3][:, 7] == 0)
 
 
 @pytest.mark.parametrize("args, message", [
