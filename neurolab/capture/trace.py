@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import nnsight
 import numpy as np
 import torch
+from transformers import DynamicCache
 
 from ..errors import InterventionError
 from ..models.adapters import get_module
@@ -25,6 +26,7 @@ from ..models.devices import HostStage, chunk_size
 from ..models.loading import LoadedModel
 from ..tasks.grid import OperandGrid, PromptTemplate
 from .interventions import CLEAN, ActivationPatch, Intervention, NeuronAblation, WeightEdit
+from .prefix import SharedPrefix, split_shared_prefix
 from .weights import edited_weights
 
 #: layer -> (rows, neurons, values): set ``hidden[rows[i], -1, neurons[i]] = values[i]`` (per-prompt patching, as
@@ -109,6 +111,22 @@ def _trace(model: LoadedModel, inputs: dict[str, torch.Tensor], capture: Mapping
         captured = nnsight.save(saved)
         logits = nnsight.save(lm.output.logits[:, -1])
     return logits, dict(zip([layer for layer in touched if layer in capture], captured))
+
+
+def _prefix_cache(model: LoadedModel, plan: SharedPrefix, ops: Mapping[int, list[LayerOp]]) -> DynamicCache:
+    """The shared prefixes' keys and values, with the activation edits that hold at every position applied."""
+    lm = model.lm
+    edits = {layer: [op for op in layer_ops if not op.last_only] for layer, layer_ops in ops.items()}
+    edits = {layer: layer_ops for layer, layer_ops in edits.items() if layer_ops}
+    envoys = {layer: get_module(lm, model.adapter.mlp_out_path(layer)) for layer in sorted(edits)}
+    prefixes = plan.prefixes.to(model.device)
+    inputs = {"input_ids": prefixes, "attention_mask": torch.ones_like(prefixes),
+              "position_ids": torch.arange(plan.prefix_length, device=model.device).expand_as(prefixes)}
+    with torch.no_grad(), lm.trace(**inputs, use_cache=True, **_last_logits(inputs)):
+        for layer in sorted(edits):  # modules must be visited in execution order
+            _edit(envoys[layer].input, edits[layer])
+        cache = nnsight.save(lm.output.past_key_values)
+    return cache
 
 
 def _check_layers(model: LoadedModel, layers) -> None:
@@ -233,9 +251,12 @@ ChunkCallback = Callable[[int, int, Capture], None]
 def stream(model: LoadedModel, prompts: Sequence[str], on_chunk: ChunkCallback, *, layers: Selection | None = None,
            token_ids: torch.Tensor | None = None, logits: bool = False, intervention: Intervention | None = None,
            batch_size: int | None = None, remote: bool | str = False, row_patch: RowPatch | None = None,
-           half: bool = False) -> None:
+           half: bool = False, share_prefix: bool = True) -> None:
     """Run ``prompts`` chunk by chunk, calling ``on_chunk(lo, hi, capture)`` with each chunk's results.
 
+    Prompts that share their beginning (a grid) run as one pass over the distinct prefixes and one over the
+    suffixes, continuing the prefixes' KV cache (:mod:`.prefix`); ``share_prefix=False``, a per-prompt patch, a
+    remote run or a per-position mean ablation run the plain pass.
     ``layers`` maps a layer to the neurons to capture (None: all of them). ``token_ids`` ([n, t]) asks for those
     tokens' probabilities per prompt. ``half`` moves captured neurons as float16 (what the store keeps).
     The arrays handed to ``on_chunk`` live in reused buffers: copy what must outlive the call.
@@ -253,9 +274,17 @@ def stream(model: LoadedModel, prompts: Sequence[str], on_chunk: ChunkCallback, 
     with intervened(model, intervention) as ops:
         columns = {layer: None if c is None else torch.as_tensor(list(c), dtype=torch.long, device=model.device)
                    for layer, c in layers.items()}
+        per_position = any(op.values.dim() > 1 for layer_ops in ops.values() for op in layer_ops)
+        plan = None if (row_patch or remote or per_position or not share_prefix) else split_shared_prefix(
+            model.tokenizer, prompts)
+        if plan is not None and len(plan.prefixes) > size:  # the prefixes must fit one batch themselves
+            plan = None
+        cache = _prefix_cache(model, plan, ops) if plan is not None else None
         for lo in range(0, len(prompts), size):
             hi = min(len(prompts), lo + size)
-            out, captured = _trace(model, _inputs(model, prompts[lo:hi]), columns, ops, row_patch, remote)
+            inputs = (plan.suffix_inputs(lo, hi, cache, model.device) if plan is not None
+                      else _inputs(model, prompts[lo:hi]))
+            out, captured = _trace(model, inputs, columns, ops, row_patch, remote)
             probs = out.float().softmax(-1)
             top_prob, top = probs.max(-1)
             chunk = Capture(stage.copy("top1", top), stage.copy("top1_prob", top_prob))
@@ -272,7 +301,8 @@ def stream(model: LoadedModel, prompts: Sequence[str], on_chunk: ChunkCallback, 
 
 def run(model: LoadedModel, prompts: Sequence[str], layers: Selection | Sequence[int] | None = (), *,
         token_ids: torch.Tensor | None = None, logits: bool = False, intervention: Intervention | None = None,
-        batch_size: int | None = None, remote: bool | str = False, row_patch: RowPatch | None = None) -> Capture:
+        batch_size: int | None = None, remote: bool | str = False, row_patch: RowPatch | None = None,
+        share_prefix: bool = True) -> Capture:
     """Run ``prompts`` and gather every chunk's results (see :func:`stream`). ``layers``: a selection mapping, a list
     of layers (all their neurons), or None for every neuron of every layer."""
     if layers is None:
@@ -288,7 +318,7 @@ def run(model: LoadedModel, prompts: Sequence[str], layers: Selection | Sequence
             {layer: acts.clone() for layer, acts in chunk.neurons.items()}))
 
     stream(model, prompts, keep, layers=layers, token_ids=token_ids, logits=logits, intervention=intervention,
-           batch_size=batch_size, remote=remote, row_patch=row_patch)
+           batch_size=batch_size, remote=remote, row_patch=row_patch, share_prefix=share_prefix)
     if not parts:
         return Capture(np.empty(0, np.int64), np.empty(0, np.float32))
     return Capture(
