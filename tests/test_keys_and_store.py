@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pytest
 
 import neurolab.analysis.importance as importance_module
@@ -164,3 +165,17 @@ def test_a_store_written_by_the_previous_release_migrates_in_place(tmp_path, emb
     assert len(store.query("SELECT * FROM heuristic_scores WHERE rules = 1")) == counts["heuristic_scores"]
     store.close()
     assert Store(path).schema_version == SCHEMA_VERSION  # reopening does not migrate twice
+
+
+def test_cached_analyses_are_keyed_by_their_spec(store):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return pd.DataFrame({"n": [len(calls)]})
+
+    spec = {"fingerprint": "f", "op": "+", "intervention": "none", "n": 5}
+    assert store.cached_frame("demo", spec, compute)["n"].tolist() == [1]
+    assert store.cached_frame("demo", dict(reversed(spec.items())), compute)["n"].tolist() == [1]  # cached
+    assert store.cached_frame("demo", {**spec, "n": 6}, compute)["n"].tolist() == [2]  # a setting changed
+    assert len(store.analyses("demo")) == 2

@@ -1,6 +1,7 @@
 """The one store every result lives in: DuckDB for keys and small results, .npy blocks for neuron values."""
 
 from ..errors import StoreError
+from .analyses import AnalysisTables
 from .connection import StoreConnection, default_store_path
 from .interventions import InterventionTables
 from .results import ResultTables
@@ -9,7 +10,7 @@ from .sweeps import SweepKey, SweepTables
 from .values import ValueBlocks
 
 
-class Store(SweepTables, ValueBlocks, ResultTables, InterventionTables, StoreConnection):
+class Store(SweepTables, ValueBlocks, ResultTables, InterventionTables, AnalysisTables, StoreConnection):
     """One DuckDB file and its value folder; each mixin holds one family of results."""
 
 

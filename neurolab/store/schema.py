@@ -43,6 +43,9 @@ CREATE TABLE IF NOT EXISTS heuristic_scores (
     rules INTEGER, layer INTEGER, neuron INTEGER, importance_rank INTEGER, heuristic VARCHAR, family VARCHAR,
     grp VARCHAR, direct BOOLEAN, params VARCHAR, score DOUBLE, k INTEGER, base_rate DOUBLE, lift DOUBLE, side VARCHAR,
     matched BOOLEAN);
+CREATE TABLE IF NOT EXISTS analyses (
+    key VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, spec VARCHAR NOT NULL, file VARCHAR NOT NULL,
+    created TIMESTAMP DEFAULT current_timestamp);
 CREATE TABLE IF NOT EXISTS classification_runs (
     sweep_id INTEGER, maps VARCHAR, top_n INTEGER, threshold DOUBLE, n_prompts INTEGER, seed INTEGER,
     rules INTEGER, layer INTEGER, created TIMESTAMP DEFAULT current_timestamp);
@@ -55,7 +58,7 @@ CREATE OR REPLACE VIEW neuron_heuristics AS
 """
 
 #: tables and views a user may export or query; ``neuron_values`` and ``activations`` are streamed from the blocks
-TABLES = ("models", "interventions", "sweeps", "prompts", "value_blocks", "block_progress", "importance",
+TABLES = ("models", "interventions", "sweeps", "prompts", "value_blocks", "block_progress", "importance", "analyses",
           "heuristic_scores", "classification_runs", "neuron_heuristics", "neuron_values", "activations")
 
 #: the view over streamed neuron values, defined per query (see ``StoreConnection.query``)

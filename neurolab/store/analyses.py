@@ -1,0 +1,43 @@
+"""Results of analyses that are tables (knockout curves, patching effects ...): one Parquet file per result, keyed
+in DuckDB by a hash of everything it depends on, so a page or the CLI computes each once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+
+import pandas as pd
+
+
+def analysis_key(kind: str, spec: dict) -> str:
+    """Stable across processes: a hash of the kind and the canonical JSON of the spec."""
+    text = json.dumps({"kind": kind, **spec}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+
+
+class AnalysisTables:
+    """Mixin of :class:`~neurolab.store.Store`."""
+
+    def cached_frame(self, kind: str, spec: dict, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+        """The stored result of ``kind`` for ``spec``, or ``compute()``'s, stored first. ``spec`` must name
+        everything the result depends on (model fingerprint, grid, intervention key, settings)."""
+        key = analysis_key(kind, spec)
+        with self.cursor() as con:
+            row = con.execute("SELECT file FROM analyses WHERE key = ?", [key]).fetchone()
+        if row is not None and (self.values_dir / row[0]).exists():
+            return pd.read_parquet(self.values_dir / row[0])
+        frame = compute()
+        file = f"analyses/{kind}-{key}.parquet"
+        (self.values_dir / "analyses").mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(self.values_dir / file, index=False)
+        with self.cursor() as con:
+            con.execute("INSERT INTO analyses (key, kind, spec, file) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE "
+                        "SET file = excluded.file", [key, kind, json.dumps(spec, sort_keys=True, default=str), file])
+        return frame
+
+    def analyses(self, kind: str | None = None) -> pd.DataFrame:
+        """The stored analyses (key, kind, spec, file, created), optionally of one kind."""
+        with self.cursor() as con:
+            return con.execute("SELECT * FROM analyses WHERE ?::VARCHAR IS NULL OR kind = ? ORDER BY created",
+                               [kind, kind]).df()
