@@ -29,6 +29,9 @@ class ArchitectureAdapter:
     unembed: str
     embed: str
     gated: bool  # gated MLP (act(gate) * up): neurons can be negative, so heuristics also score bottom-k
+    attn_out: str = ""  # the attention output projection inside a block; its input is the heads' outputs, side by side
+    mlp: str = "mlp"  # the MLP module inside a block; its output is the MLP's contribution to the residual stream
+    n_heads_attr: str = "num_attention_heads"  # the text config's attribute holding the number of (query) heads
 
     def layer_path(self, layer: int) -> str:
         return f"{self.layers}.{layer}"
@@ -39,6 +42,20 @@ class ArchitectureAdapter:
 
     def attention_path(self, layer: int) -> str:
         return f"{self.layer_path(layer)}.{self.attention}"
+
+    def attn_out_path(self, layer: int) -> str:
+        """The HF module whose *input* ``[..., n_heads * d_head]`` holds head h's output in columns
+        ``h * d_head:(h + 1) * d_head`` (before the output projection mixes them): the per-head patching point."""
+        return f"{self.layer_path(layer)}.{self.attn_out}"
+
+    def mlp_path(self, layer: int) -> str:
+        """The HF module whose *output* is the MLP's contribution to the residual stream of ``layer``."""
+        return f"{self.layer_path(layer)}.{self.mlp}"
+
+    def n_heads(self, config) -> int:
+        """Attention (query) heads per layer, from a model config (its text config when it has one)."""
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        return int(getattr(text, self.n_heads_attr))
 
 
 def hook_name(layer: int) -> str:
@@ -63,20 +80,24 @@ ADAPTERS: tuple[ArchitectureAdapter, ...] = (
     ArchitectureAdapter(
         family="gpt-neox", model_types=("gpt_neox",), layers="gpt_neox.layers", mlp_out="mlp.dense_4h_to_h",
         attention="attention", final_norm="gpt_neox.final_layer_norm", unembed="lm_head",
-        embed="gpt_neox.embed_in", gated=False,
+        embed="gpt_neox.embed_in", gated=False, attn_out="attention.dense", mlp="mlp",
+        n_heads_attr="num_attention_heads",
     ),
     ArchitectureAdapter(
         family="llama", model_types=("llama", "mistral", "qwen2", "qwen3"), layers="model.layers",
         mlp_out="mlp.down_proj", attention="self_attn", final_norm="model.norm", unembed="lm_head",
-        embed="model.embed_tokens", gated=True,
+        embed="model.embed_tokens", gated=True, attn_out="self_attn.o_proj", mlp="mlp",
+        n_heads_attr="num_attention_heads",
     ),
     ArchitectureAdapter(
         family="gpt2", model_types=("gpt2",), layers="transformer.h", mlp_out="mlp.c_proj", attention="attn",
         final_norm="transformer.ln_f", unembed="lm_head", embed="transformer.wte", gated=False,
+        attn_out="attn.c_proj", mlp="mlp", n_heads_attr="n_head",
     ),
     ArchitectureAdapter(
         family="gpt-j", model_types=("gptj",), layers="transformer.h", mlp_out="mlp.fc_out", attention="attn",
         final_norm="transformer.ln_f", unembed="lm_head", embed="transformer.wte", gated=False,
+        attn_out="attn.out_proj", mlp="mlp", n_heads_attr="n_head",
     ),
 )
 
