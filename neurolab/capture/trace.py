@@ -32,6 +32,9 @@ from .weights import edited_weights
 #: layer -> (rows, neurons, values): set ``hidden[rows[i], -1, neurons[i]] = values[i]`` (per-prompt patching, as
 #: exact activation patching needs; rows index the whole prompt list, which must then fit one chunk)
 RowPatch = Mapping[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+#: layer -> bool [n_prompts, d_mlp]: zero ``hidden[i, :, mask[i]]`` at every position (per-prompt ablation, as prompt
+#: knockout needs; rows index the whole prompt list and are sliced per chunk)
+RowMask = Mapping[int, torch.Tensor]
 #: layer -> neuron indices to capture (None: every neuron of the layer)
 Selection = Mapping[int, Sequence[int] | None]
 MAX_BATCH = 4096
@@ -88,11 +91,13 @@ def _last_logits(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _trace(model: LoadedModel, inputs: dict[str, torch.Tensor], capture: Mapping[int, torch.Tensor | None],
            ops: Mapping[int, list[LayerOp]], row_patch: RowPatch | None, remote: bool | str,
-           all_positions: bool = False):
-    """One forward pass: edit, patch, then save the captured neurons (after the edits) and last-position logits."""
+           all_positions: bool = False, row_mask: RowMask | None = None):
+    """One forward pass: edit, mask, patch, then save the captured neurons (after the edits) and last-position
+    logits. ``row_mask`` is this chunk's (layer -> bool [batch, d_mlp], on the model's device)."""
     lm = model.lm  # the trace body names only nnsight objects and tensors, so a remote run can serialise it
     row_patch = row_patch or {}
-    touched = sorted(set(capture) | set(ops) | set(row_patch))
+    row_mask = row_mask or {}
+    touched = sorted(set(capture) | set(ops) | set(row_patch) | set(row_mask))
     envoys = {layer: get_module(lm, model.adapter.mlp_out_path(layer)) for layer in touched}
     options = {"remote": remote} if remote else {}  # True: NDIF (key from the environment); "local": dry run
     with torch.no_grad(), lm.trace(**inputs, **_last_logits(inputs), **options):
@@ -101,6 +106,8 @@ def _trace(model: LoadedModel, inputs: dict[str, torch.Tensor], capture: Mapping
             hidden = envoys[layer].input
             if layer in ops:
                 _edit(hidden, ops[layer])
+            if layer in row_mask:
+                hidden.masked_fill_(row_mask[layer][:, None, :], 0)
             if layer in row_patch:
                 rows, neurons, values = row_patch[layer]
                 hidden[rows, -1, neurons] = values
@@ -251,18 +258,24 @@ ChunkCallback = Callable[[int, int, Capture], None]
 def stream(model: LoadedModel, prompts: Sequence[str], on_chunk: ChunkCallback, *, layers: Selection | None = None,
            token_ids: torch.Tensor | None = None, logits: bool = False, intervention: Intervention | None = None,
            batch_size: int | None = None, remote: bool | str = False, row_patch: RowPatch | None = None,
-           half: bool = False, share_prefix: bool = True) -> None:
+           half: bool = False, share_prefix: bool = True, row_mask: RowMask | None = None) -> None:
     """Run ``prompts`` chunk by chunk, calling ``on_chunk(lo, hi, capture)`` with each chunk's results.
 
     Prompts that share their beginning (a grid) run as one pass over the distinct prefixes and one over the
-    suffixes, continuing the prefixes' KV cache (:mod:`.prefix`); ``share_prefix=False``, a per-prompt patch, a
-    remote run or a per-position mean ablation run the plain pass.
+    suffixes, continuing the prefixes' KV cache (:mod:`.prefix`); ``share_prefix=False``, a per-prompt patch or
+    mask, a remote run or a per-position mean ablation run the plain pass. ``row_mask`` (layer -> bool
+    [len(prompts), d_mlp]) zeroes, in each prompt's row, its own neurons at every position (after the
+    intervention's edits): one pass ablates a different set of neurons per prompt.
     ``layers`` maps a layer to the neurons to capture (None: all of them). ``token_ids`` ([n, t]) asks for those
     tokens' probabilities per prompt. ``half`` moves captured neurons as float16 (what the store keeps).
     The arrays handed to ``on_chunk`` live in reused buffers: copy what must outlive the call.
     """
     layers = dict(layers or {})
-    _check_layers(model, [*layers, *(row_patch or {})])
+    _check_layers(model, [*layers, *(row_patch or {}), *(row_mask or {})])
+    for layer, mask in (row_mask or {}).items():
+        if tuple(mask.shape) != (len(prompts), model.d_mlp) or mask.dtype != torch.bool:
+            raise InterventionError(f"row_mask of layer {layer}: need bool [{len(prompts)}, {model.d_mlp}], "
+                                    f"got {mask.dtype} {list(mask.shape)}")
     for layer, columns in layers.items():
         if columns is not None:
             _check_neurons(model, [(layer, n) for n in columns])
@@ -275,7 +288,7 @@ def stream(model: LoadedModel, prompts: Sequence[str], on_chunk: ChunkCallback, 
         columns = {layer: None if c is None else torch.as_tensor(list(c), dtype=torch.long, device=model.device)
                    for layer, c in layers.items()}
         per_position = any(op.values.dim() > 1 for layer_ops in ops.values() for op in layer_ops)
-        plan = None if (row_patch or remote or per_position or not share_prefix) else split_shared_prefix(
+        plan = None if (row_patch or row_mask or remote or per_position or not share_prefix) else split_shared_prefix(
             model.tokenizer, prompts)
         if plan is not None and len(plan.prefixes) > size:  # the prefixes must fit one batch themselves
             plan = None
@@ -284,7 +297,8 @@ def stream(model: LoadedModel, prompts: Sequence[str], on_chunk: ChunkCallback, 
             hi = min(len(prompts), lo + size)
             inputs = (plan.suffix_inputs(lo, hi, cache, model.device) if plan is not None
                       else _inputs(model, prompts[lo:hi]))
-            out, captured = _trace(model, inputs, columns, ops, row_patch, remote)
+            masks = {layer: mask[lo:hi].to(model.device) for layer, mask in (row_mask or {}).items()}
+            out, captured = _trace(model, inputs, columns, ops, row_patch, remote, row_mask=masks)
             probs = out.float().softmax(-1)
             top_prob, top = probs.max(-1)
             chunk = Capture(stage.copy("top1", top), stage.copy("top1_prob", top_prob))
@@ -302,7 +316,7 @@ def stream(model: LoadedModel, prompts: Sequence[str], on_chunk: ChunkCallback, 
 def run(model: LoadedModel, prompts: Sequence[str], layers: Selection | Sequence[int] | None = (), *,
         token_ids: torch.Tensor | None = None, logits: bool = False, intervention: Intervention | None = None,
         batch_size: int | None = None, remote: bool | str = False, row_patch: RowPatch | None = None,
-        share_prefix: bool = True) -> Capture:
+        share_prefix: bool = True, row_mask: RowMask | None = None) -> Capture:
     """Run ``prompts`` and gather every chunk's results (see :func:`stream`). ``layers``: a selection mapping, a list
     of layers (all their neurons), or None for every neuron of every layer."""
     if layers is None:
@@ -318,7 +332,7 @@ def run(model: LoadedModel, prompts: Sequence[str], layers: Selection | Sequence
             {layer: acts.clone() for layer, acts in chunk.neurons.items()}))
 
     stream(model, prompts, keep, layers=layers, token_ids=token_ids, logits=logits, intervention=intervention,
-           batch_size=batch_size, remote=remote, row_patch=row_patch, share_prefix=share_prefix)
+           batch_size=batch_size, remote=remote, row_patch=row_patch, share_prefix=share_prefix, row_mask=row_mask)
     if not parts:
         return Capture(np.empty(0, np.int64), np.empty(0, np.float32))
     return Capture(
