@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -134,7 +135,13 @@ class SweepResult:
 
 
 def grid_for(model: LoadedModel, op: str, max_op: int = 100, template: PromptTemplate | None = None) -> OperandGrid:
-    return OperandGrid(op, max_op, model.max_single_token, template or PromptTemplate())
+    """The operator's grid for this model (kept: its prompts are rendered once, not on every toggle of a page)."""
+    return _grid(op, max_op, model.max_single_token, template or PromptTemplate())
+
+
+@lru_cache(maxsize=32)
+def _grid(op: str, max_op: int, max_single_token: int, template: PromptTemplate) -> OperandGrid:
+    return OperandGrid(op, max_op, max_single_token, template)
 
 
 def sweep_key(model: LoadedModel, grid: OperandGrid, intervention: Intervention | None = None) -> SweepKey:
@@ -220,13 +227,13 @@ def run_sweep(
     missing = {layer: [n for n in ns if n not in stored.get(layer, set())] for layer, ns in wanted.items()}
     missing = {layer: ns for layer, ns in missing.items() if ns}
     computed = _compute(model, store, sweep_id, grid, missing, intervention, progress, remote)
-    total = -(-len(grid) // int(store.sweep_info(sweep_id)["chunk_size"]))
+    total = -(-len(grid) // store.chunk_size(sweep_id))
     return SweepResult(sweep_id, len(grid), wanted, computed, total, plan)
 
 
 def _todo_chunks(store: Store, sweep_id: int, blocks: list[int], n_prompts: int) -> list[int]:
     """Chunks still lacking answers, or lacking in any of ``blocks``."""
-    size = int(store.sweep_info(sweep_id)["chunk_size"])
+    size = store.chunk_size(sweep_id)
     chunks = range(-(-n_prompts // size))
     answered = store.answered(sweep_id)
     todo = {c for c in chunks if not all(i in answered for i in range(c * size, min(n_prompts, (c + 1) * size)))}
@@ -258,7 +265,7 @@ def _compute(model: LoadedModel, store: Store, sweep_id: int, grid: OperandGrid,
     """Run the chunks that lack answers or values of ``missing``; returns how many chunks were computed."""
     blocks = _blocks_for(model, store, sweep_id, missing, len(grid), intervention)  # one per layer
     todo = _todo_chunks(store, sweep_id, list(blocks), len(grid))
-    size = int(store.sweep_info(sweep_id)["chunk_size"])
+    size = store.chunk_size(sweep_id)
     total = len(grid)
     finished = total - sum(min(total, (c + 1) * size) - c * size for c in todo)
     if progress:
@@ -303,7 +310,7 @@ def _prompt_rows(model: LoadedModel, grid: OperandGrid, lo: int, hi: int, captur
         "op2": pairs[:, 1],
         "answer": grid.answers[lo:hi],
         "prompt": grid.prompts[lo:hi],
-        "top1": [model.token_str(i) for i in capture.top1.tolist()],
+        "top1": model.tokenizer.convert_ids_to_tokens(capture.top1.tolist()),
         "top1_prob": capture.top1_prob.copy(),
         "answer_prob": capture.token_probs[:, 0].copy(),
         "correct": capture.top1 == answer_ids,

@@ -152,6 +152,7 @@ class Intervention:
 
     steps: tuple[Step, ...] = ()
     name: str = ""
+    origin: str = ""  # where it came from (manual picks, a heuristic, a layer's top-N, a random control)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
@@ -168,7 +169,8 @@ class Intervention:
         return bool(self.steps)
 
     def __add__(self, other: Intervention) -> Intervention:
-        return Intervention(self.steps + other.steps, " + ".join(n for n in (self.name, other.name) if n))
+        return Intervention(self.steps + other.steps, " + ".join(n for n in (self.name, other.name) if n),
+                            " + ".join(o for o in (self.origin, other.origin) if o))
 
     def describe(self) -> str:
         """One line for a user: the name, else what the steps do."""
@@ -185,7 +187,8 @@ class Intervention:
         return "; ".join(parts) or "clean model"
 
     def to_json(self) -> dict:
-        return {"name": self.name, "key": self.key, "steps": [step.spec() for step in self.steps]}
+        return {"name": self.name, "origin": self.origin, "key": self.key,
+                "steps": [step.spec() for step in self.steps]}
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The masks the JSON names by digest, to be saved beside it (safetensors)."""
@@ -215,7 +218,7 @@ class Intervention:
                     raise InterventionError(f"unknown intervention step {kind!r}")
         except (KeyError, TypeError) as error:
             raise InterventionError(f"malformed intervention: {error!r}") from None
-        intervention = cls(tuple(steps), data.get("name", ""))
+        intervention = cls(tuple(steps), data.get("name", ""), data.get("origin", ""))
         if data.get("key") not in (None, intervention.key):
             raise InterventionError(f"intervention key {data['key']} does not match its steps ({intervention.key})")
         return intervention
@@ -225,6 +228,6 @@ CLEAN = Intervention()
 
 
 def ablation(neurons: Iterable, mode: str = "zero", value: float = 0.0, grid: GridRef | None = None,
-             name: str = "") -> Intervention:
+             name: str = "", origin: str = "") -> Intervention:
     """The common case in one call: ablate these neurons."""
-    return Intervention((NeuronAblation(tuple(neurons), mode, value, grid),), name)
+    return Intervention((NeuronAblation(tuple(neurons), mode, value, grid),), name, origin)

@@ -8,6 +8,7 @@ This module only splits token ids; :mod:`neurolab.capture.trace` runs the two pa
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -43,9 +44,22 @@ class SharedPrefix:
         }
 
 
+_SPLITS: OrderedDict[tuple, SharedPrefix | None] = OrderedDict()
+
+
 def split_shared_prefix(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]) -> SharedPrefix | None:
     """The longest prefix that at least :data:`MIN_SHARING` prompts share on average, or None (prompts of several
-    token lengths, or nothing worth sharing): then the plain pass runs."""
+    token lengths, or nothing worth sharing): then the plain pass runs. The last few splits are kept: tokenizing a
+    grid costs a third of its pass, and an ablation toggled on and off runs the same grid again and again."""
+    key = (id(tokenizer), len(prompts), hash(tuple(prompts)))
+    if key not in _SPLITS:
+        _SPLITS[key] = _split(tokenizer, prompts)
+        while len(_SPLITS) > 8:
+            _SPLITS.popitem(last=False)
+    return _SPLITS[key]
+
+
+def _split(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]) -> SharedPrefix | None:
     ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     if len(ids) < 2 * MIN_SHARING or len({len(row) for row in ids}) != 1 or len(ids[0]) < 2:
         return None

@@ -181,6 +181,45 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ablate(args: argparse.Namespace) -> int:
+    from ..analysis.ablation import ablate_grid, heuristic_neurons, neuron_ablation, top_n
+    from ..analysis.sweep import grid_for
+    from ..capture.interventions import parse_neurons
+    from ..store import Store
+
+    model, store = options.load(args), Store(args.store)
+    grid = grid_for(model, args.op, args.max_op, options.template(args))
+    if sum(x is not None for x in (args.heuristic, args.neurons, args.top_n)) != 1:
+        raise InputError("choose the neurons one way: --heuristic NAME, --neurons L3N12,... or --top-n N --layer L")
+    if args.heuristic:
+        neurons, origin = heuristic_neurons(model, store, grid, args.heuristic), f"heuristic {args.heuristic}"
+    elif args.neurons:
+        neurons, origin = list(parse_neurons(args.neurons)), "manual"
+    else:
+        if args.layer is None:
+            raise InputError("--top-n needs --layer")
+        neurons, origin = top_n(model, store, grid, args.layer, args.top_n), f"top-{args.top_n} of layer {args.layer}"
+    chosen = neuron_ablation(neurons, args.mode, grid, args.name or "", origin)
+    seed = args.seed if args.control == "random" else None
+    with progress_bar("ablate", args.quiet, unit="%") as update:
+        result = ablate_grid(model, store, args.op, chosen, args.max_op, options.template(args), seed,
+                             progress=lambda stage, fraction: update(round(100 * fraction), 100, stage))
+    summary = {"intervention": chosen.key, "name": chosen.name, "origin": origin, "neurons": len(neurons),
+               "mode": args.mode, **{f"accuracy_{k}": v for k, v in result.summary().items()}}
+    if result.control is not None:
+        summary["control"] = result.control.key
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    print(f"{args.op}: {chosen.name} ({args.mode}, {len(neurons)} neurons, key {chosen.key}) over "
+          f"{len(grid):,} prompts")
+    for which, accuracy in result.summary().items():
+        print(f"  accuracy {which:>8}: {accuracy:.3f}")
+    print("results that lost most:")
+    print(result.results_lost(5).to_string(index=False))
+    return 0
+
+
 def _interventions(args: argparse.Namespace) -> int:
     from ..capture.interventions import Intervention
     from ..store import Store
@@ -278,6 +317,22 @@ def build_parser() -> argparse.ArgumentParser:
                                   "neuron_values, activations) or a SELECT query")
     p.add_argument("out", help="output file, .parquet or .csv")
     p.set_defaults(run=_export)
+
+    p = sub.add_parser("ablate", parents=[model, grid, store, quiet],
+                       help="ablate neurons over an operator's grid: accuracy before, after and under a random control")
+    p.add_argument("--op", choices=OPS, required=True)
+    p.add_argument("--heuristic", default=None, help="the neurons the stored classification labelled with NAME")
+    p.add_argument("--neurons", default=None, help="a list such as L3N12,L3N40")
+    p.add_argument("--top-n", type=int, default=None, help="the layer's N most important neurons (with --layer)")
+    p.add_argument("--layer", type=int, default=None)
+    p.add_argument("--mode", choices=["zero", "mean"], default="zero",
+                   help="zero (the paper's) or the neuron's mean over the operator's grid, at every position")
+    p.add_argument("--control", choices=["random", "none"], default="random",
+                   help="random: as many neurons per layer from the same layers' top-200 (seeded)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random control")
+    p.add_argument("--name", default=None, help="name to save the ablation under (listed by `interventions list`)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=_ablate)
 
     p = sub.add_parser("interventions", parents=[grid, intervention, store],
                        help="list, show or add saved interventions (ablations; weight edits come from the core)")

@@ -63,6 +63,14 @@ class SweepTables:
                 con.execute("INSERT INTO prompts SELECT * FROM chunk_prompts ON CONFLICT DO NOTHING")
             con.execute("INSERT INTO block_progress SELECT * FROM chunk_progress ON CONFLICT DO NOTHING")
 
+    def chunk_size(self, sweep_id: int) -> int:
+        """The prompts per chunk a sweep was created with."""
+        with self.cursor() as con:
+            row = con.execute("SELECT chunk_size FROM sweeps WHERE sweep_id = ?", [sweep_id]).fetchone()
+        if row is None:
+            raise StoreError(f"no sweep {sweep_id} in {self.path}")
+        return int(row[0])
+
     def answered(self, sweep_id: int) -> set[int]:
         """Indices of the prompts whose answers are stored."""
         with self.cursor() as con:
