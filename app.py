@@ -5,7 +5,7 @@ import streamlit as st
 from neurolab.analysis.predict import report
 from neurolab.tasks.arithmetic import PromptError
 from neurolab.viz.figures import next_token_figure, top_neurons_figure
-from pages import model_sidebar
+from pages import PICKS_KEY, active_intervention, model_sidebar, pick_neuron
 
 st.set_page_config(page_title="neurolab", page_icon="🧮", layout="wide")
 st.title("neurolab")
@@ -17,8 +17,9 @@ text = left.text_input("Arithmetic prompt", value="23+45=", key="prompt",
                        help="<number><op><number>= with op one of + - * / (integer division)")
 per_layer = right.slider("Neurons per layer", 3, 30, 10, key="per_layer")
 
+active = active_intervention()
 try:
-    result = report(model, text, neurons_per_layer=per_layer)
+    result = report(model, text, neurons_per_layer=per_layer, intervention=active)
 except PromptError as error:
     st.error(f"Malformed prompt: {error}")
     st.stop()
@@ -28,9 +29,15 @@ verdict = "correct" if result.correct else f"wrong (the answer is {result.prompt
 st.markdown(
     f"**{result.text}** → model says **{best}** ({best_p:.1%}), {verdict}; "
     f"p(answer {result.prompt.answer}) = {result.answer_probability:.1%}"
+    + (f" — under the ablation *{active.describe()}*" if active is not None else "")
 )
 st.plotly_chart(next_token_figure(result), key="next_token_chart")
-st.plotly_chart(top_neurons_figure(result), key="neurons_chart")
+event = st.plotly_chart(top_neurons_figure(result), key="neurons_chart", on_select="rerun",
+                        selection_mode="points")
+for point in (event.selection.points if event is not None else []):  # clicking a bar picks it for the Ablation Lab
+    pick_neuron(point["y"])
+if st.session_state.get(PICKS_KEY):
+    st.caption(f"Picked for the Ablation Lab: {', '.join(st.session_state[PICKS_KEY])} (click a bar to add one).")
 st.caption(
     "A neuron is one coordinate of the MLP's hidden activation, i.e. the input of the down projection "
     f"({result.hook_names[0]} = input of {result.module_paths[0]}). "

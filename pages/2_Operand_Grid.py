@@ -17,7 +17,7 @@ from neurolab.viz.figures import (
     number_line_figure,
     result_figure,
 )
-from pages import model_sidebar, most_active_neurons, shared_store
+from pages import model_sidebar, most_active_neurons, pick_neuron, shared_store
 
 st.set_page_config(page_title="neurolab · operand grid", page_icon="🧮", layout="wide")
 st.title("Operand grid")
@@ -115,6 +115,8 @@ n = st.slider("Fold modulo n", 2, 20, 10, key="grid_mod")
 a, b = st.columns(2)
 a.plotly_chart(folded_figure(nmap, n), key="grid_folded")
 b.plotly_chart(result_figure(nmap), key="grid_result")
+st.button(f"Pick {nmap.label} for the Ablation Lab", key="grid_pick_ablation", on_click=pick_neuron,
+          args=(nmap.label,))
 st.download_button(f"Download {neuron_label(target_layer, neuron)} {kind} map (CSV)",
                    nmap.to_frame().to_csv(index=False), file_name=f"{nmap.label}-{kind}-{OP_NAMES[op]}.csv",
                    key="grid_download")

@@ -9,12 +9,17 @@ import pandas as pd
 import streamlit as st
 
 from neurolab.analysis.neuron_maps import most_active
+from neurolab.capture.interventions import Intervention
 from neurolab.errors import NeurolabError
 from neurolab.models.devices import DEVICES, DTYPES
 from neurolab.models.loading import LoadedModel, load_model
 from neurolab.store import Store
 
 MODEL_KEY = "model_name"  # the one source of truth for the chosen model, shared by every page
+#: the key of the stored intervention active in this browser session (None: the clean model); one place for it
+ACTIVE_KEY = "active_ablation"
+#: neurons picked on any page (home, grid) for the Ablation Lab, as "L3N12" labels
+PICKS_KEY = "ablation_picks"
 
 
 def _remember_model() -> None:
@@ -43,12 +48,47 @@ def model_sidebar() -> LoadedModel:
         st.error(f"Could not load the model: {error}")
         st.info("Type 'embedded' to go back to the shipped model.")
         st.stop()
+    _active_banner()
     st.sidebar.caption(
         f"{model.adapter.family} · {model.n_layers} layers × {model.d_mlp} neurons · "
         f"numbers 0..{model.max_single_token} single-token · {model.dtype} on {model.device} · "
         f"fingerprint `{model.fingerprint}`"
     )
     return model
+
+
+def active_intervention() -> Intervention | None:
+    """The intervention active in this browser session, reloaded from the store by its key (None when off)."""
+    key = st.session_state.get(ACTIVE_KEY)
+    if not key:
+        return None
+    try:
+        return Intervention.from_json(*shared_store().load_intervention(key))
+    except NeurolabError as error:
+        st.session_state[ACTIVE_KEY] = None
+        st.sidebar.error(f"The active ablation could not be reloaded and was turned off: {error}")
+        return None
+
+
+def _turn_off() -> None:
+    st.session_state[ACTIVE_KEY] = None
+    st.session_state["ablation_on"] = False
+
+
+def _active_banner() -> None:
+    """Every page says when an ablation is active, and can turn it off."""
+    active = active_intervention()
+    if active is not None:
+        st.sidebar.warning(f"Ablation active: {active.describe()} (`{active.key}`). Predictions on every page are "
+                           "under it.")
+        st.sidebar.button("Turn the ablation off", key="turn_off_ablation", on_click=_turn_off)
+
+
+def pick_neuron(label: str) -> None:
+    """Add a neuron (``L3N12``) to the Ablation Lab's picks."""
+    picks = st.session_state.setdefault(PICKS_KEY, [])
+    if label not in picks:
+        picks.append(label)
 
 
 @st.cache_resource

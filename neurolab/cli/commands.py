@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import paths
 from ..errors import InputError, NeurolabError
-from . import options
+from . import circuit, experiments, options
 from .progress import progress_bar
 
 OPS = ["+", "-", "*", "/"]
@@ -340,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="name of the intervention to add or show")
     p.add_argument("--op", choices=OPS, default=None, help="operator whose grid a mean ablation averages over")
     p.set_defaults(run=_interventions)
+
+    parents = {"model": model, "store": store, "grid": grid, "importance": importance, "intervention": intervention,
+               "quiet": quiet}
+    circuit.add_parsers(sub, parents)
+    experiments.add_parsers(sub, parents)
 
     p = sub.add_parser("info", parents=[model],
                        help="how neurolab sees a model: family, layers, neurons, hook names, fingerprint")
