@@ -105,3 +105,66 @@ def test_grid_page_computes_a_neuron_that_no_sweep_stored(embedded):
     assert not at.exception and not at.error
     assert f"L3N{other}" in json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["title"]["text"]
     assert store.sweep_info(top.sweep_id)["stored"] == {3: 6}
+
+
+LAB = str(ROOT / "pages" / "4_Ablation_Lab.py")
+HOME = str(ROOT / "app.py")
+
+
+def test_ablation_lab_toggles_on_and_off_and_every_page_follows(embedded):
+    from pages import ACTIVE_KEY
+
+    at = page(LAB)
+    assert "No neuron chosen" in at.info[0].value  # nothing picked yet
+    at.radio(key="lab_source").set_value("layer top-N").run()
+    at.number_input(key="lab_top_n").set_value(30)
+    at.number_input(key="lab_max_op").set_value(40).run()
+    at.toggle(key="ablation_on").set_value(True).run()
+    assert not at.exception and not at.error
+    values = {m.label: float(m.value) for m in at.metric}
+    assert values["Accuracy, ablated"] < values["Accuracy, clean"] - 0.1
+    assert values["Random control"] > values["Accuracy, ablated"]
+    key = at.session_state[ACTIVE_KEY]
+    assert key and any("Ablation active" in w.value for w in at.sidebar.warning)
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert any("Effect of the ablation" in t for t in titles)
+
+    home = AppTest.from_file(HOME, default_timeout=300)
+    home.session_state[ACTIVE_KEY] = key  # the same browser session, on the home page
+    home.run()
+    assert not home.exception and "under the ablation" in home.markdown[0].value
+    assert any("Ablation active" in w.value for w in home.sidebar.warning)
+
+    at.toggle(key="ablation_on").set_value(False).run()
+    assert not at.exception and not at.session_state[ACTIVE_KEY]
+    assert not any("Ablation active" in w.value for w in at.sidebar.warning)
+
+
+def test_neurons_picked_on_the_grid_page_reach_the_lab(embedded):
+    from pages import PICKS_KEY
+
+    at = AppTest.from_file(LAB, default_timeout=300)
+    at.session_state[PICKS_KEY] = ["L3N5", "L3N9"]
+    at.run()
+    assert not at.exception and "2 neurons (manual)" in at.caption[0].value
+
+
+def test_circuit_page_computes_each_experiment_on_demand(embedded):
+    at = AppTest.from_file(str(ROOT / "pages" / "5_Circuit.py"), default_timeout=600)
+    at.run()
+    assert not at.exception
+    at.number_input(key="circuit_max_op").set_value(40)
+    at.number_input(key="circuit_top_n").set_value(60)
+    at.number_input(key="circuit_pairs").set_value(4).run()
+    at.button(key="circuit_run").click().run()
+    assert not at.exception and not at.error
+    heatmap = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert heatmap["data"][0]["type"] == "heatmap" and "L3 MLP" in heatmap["data"][0]["y"]
+    at.button(key="knockout_prompt").click().run()
+    assert not at.exception
+    assert any("knockout" in json.loads(c.proto.spec)["layout"]["title"]["text"].lower()
+               for c in at.get("plotly_chart"))
+    at.number_input(key="failures_n").set_value(10)
+    at.button(key="failures_run").click().run()
+    assert not at.exception and not at.error
+    assert len(at.dataframe) >= 1 and set(at.dataframe[-1].value["group"]) == {"correct", "wrong"}

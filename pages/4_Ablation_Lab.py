@@ -1,0 +1,116 @@
+"""Toggle an ablation and watch the whole grid: accuracy, the effect map, a random control, the current prompt."""
+
+import pandas as pd
+import streamlit as st
+
+from neurolab.analysis.ablation import ablate_grid, heuristic_neurons, neuron_ablation, top_n
+from neurolab.analysis.atlas import atlas
+from neurolab.analysis.predict import report
+from neurolab.analysis.sweep import grid_for
+from neurolab.capture.interventions import Intervention, parse_neurons
+from neurolab.errors import NeurolabError
+from neurolab.tasks.arithmetic import OPERATORS, PromptError
+from neurolab.viz.ablation import accuracy_figure, effect_map_figure
+from neurolab.viz.figures import next_token_figure
+from pages import ACTIVE_KEY, PICKS_KEY, model_sidebar, shared_store
+
+st.set_page_config(page_title="neurolab · ablation lab", page_icon="🧮", layout="wide")
+st.title("Ablation Lab")
+model = model_sidebar()
+store = shared_store()
+
+c1, c2, c3, c4 = st.columns(4)
+op = c1.selectbox("Operator", OPERATORS, key="lab_op")
+max_op = int(c2.number_input("max_op", 2, model.max_single_token + 1, 100, key="lab_max_op"))
+mode = c3.radio("Ablation", ["zero", "mean"], horizontal=True, key="lab_mode",
+                help="zero: the paper's; mean: the neuron's mean over the operator's grid, at every position")
+seed = int(c4.number_input("Control seed", 0, 10_000, 0, key="lab_seed",
+                           help="the random control: as many neurons per layer from the same layers' top-200"))
+grid = grid_for(model, op, max_op)
+
+source = st.radio("Neurons", ["picked", "typed", "heuristic", "layer top-N", "saved"], horizontal=True,
+                  key="lab_source", help="picked: neurons clicked on the home page or picked on the Operand Grid")
+try:
+    if source == "picked":
+        picks = st.session_state.get(PICKS_KEY, [])
+        chosen = st.multiselect("Picked neurons", picks, default=picks, key="lab_picks")
+        neurons, origin = list(parse_neurons(",".join(chosen))) if chosen else [], "manual"
+    elif source == "typed":
+        typed = st.text_input("Neurons", "L3N12, L3N40", key="lab_typed", help="L<layer>N<neuron>, comma separated")
+        neurons, origin = list(parse_neurons(typed)), "manual"
+    elif source == "heuristic":
+        frame = atlas(store, model.fingerprint)
+        names = frame[frame["op"] == op]["heuristic"].value_counts()
+        if names.empty:
+            st.info(f"Nothing is classified for {op} yet: classify it on the Heuristic Atlas page first.")
+            st.stop()
+        heuristic = st.selectbox("Heuristic (neurons)", [f"{h} ({n})" for h, n in names.items()], key="lab_heuristic")
+        name = heuristic.rsplit(" (", 1)[0]
+        neurons, origin = heuristic_neurons(model, store, grid, name), f"heuristic {name}"
+    elif source == "layer top-N":
+        l1, l2 = st.columns(2)
+        layer = int(l1.number_input("Layer", 0, model.n_layers - 1, model.n_layers - 1, key="lab_layer"))
+        count = int(l2.number_input("Top N by importance", 1, model.d_mlp, 50, key="lab_top_n"))
+        neurons, origin = top_n(model, store, grid, layer, count), f"top-{count} of layer {layer}"
+    else:
+        saved = store.interventions()
+        if saved.empty:
+            st.info("No saved ablation yet: every ablation turned on here is saved.")
+            st.stop()
+        label = st.selectbox("Saved ablations", [f"{r.name or '-'} · {r.key}" for r in saved.itertuples()],
+                             key="lab_saved")
+        loaded = Intervention.from_json(*store.load_intervention(label.rsplit(" · ", 1)[1]))
+        neurons = sorted({n for step in loaded.steps for n in getattr(step, "neurons", ())})
+        origin = loaded.origin or "saved"
+except (NeurolabError, ValueError) as error:
+    st.error(str(error))
+    st.stop()
+
+if not neurons:
+    st.info("No neuron chosen yet.")
+    st.stop()
+st.caption(f"{len(neurons)} neurons ({origin}): " + ", ".join(f"L{a}N{b}" for a, b in neurons[:30])
+           + (" ..." if len(neurons) > 30 else ""))
+name = st.text_input("Name", "", key="lab_name", placeholder=f"{origin}: {len(neurons)} neurons")
+chosen = neuron_ablation(neurons, mode, grid, name, origin)
+
+on = st.toggle("Ablation on", key="ablation_on", help="applies to every page of this browser session while on")
+if not on:
+    if st.session_state.get(ACTIVE_KEY):
+        st.session_state[ACTIVE_KEY] = None
+        st.rerun()  # the sidebar's banner was drawn before the toggle: draw the page again without it
+    st.stop()
+
+store.save_intervention(chosen.to_json(), chosen.tensors())
+if st.session_state.get(ACTIVE_KEY) != chosen.key:
+    st.session_state[ACTIVE_KEY] = chosen.key
+    st.rerun()  # so the sidebar (drawn first) shows the new ablation
+bar = st.progress(0.0, text="...")
+result = ablate_grid(model, store, op, chosen, max_op, control_seed=seed,
+                     progress=lambda stage, fraction: bar.progress(min(1.0, fraction), text=stage))
+bar.empty()
+
+summary = result.summary()
+m1, m2, m3 = st.columns(3)
+m1.metric("Accuracy, clean", f"{summary['before']:.3f}")
+m2.metric("Accuracy, ablated", f"{summary['after']:.3f}", f"{summary['after'] - summary['before']:+.3f}")
+m3.metric("Random control", f"{summary['control']:.3f}", f"{summary['control'] - summary['before']:+.3f}",
+          help=result.control.describe())
+left, right = st.columns([1, 2])
+left.plotly_chart(accuracy_figure(result), key="lab_accuracy")
+right.plotly_chart(effect_map_figure(result), key="lab_effect")
+st.subheader("Results that lost most")
+st.dataframe(result.results_lost(10), hide_index=True)
+
+st.subheader("The current prompt under the ablation")
+text = st.text_input("Prompt", st.session_state.get("prompt", "23+45="), key="lab_prompt")
+try:
+    clean, ablated = report(model, text), report(model, text, intervention=chosen)
+except PromptError as error:
+    st.error(f"Malformed prompt: {error}")
+    st.stop()
+a, b = st.columns(2)
+a.plotly_chart(next_token_figure(clean).update_layout(title="clean"), key="lab_clean_tokens")
+b.plotly_chart(next_token_figure(ablated).update_layout(title="ablated"), key="lab_ablated_tokens")
+st.download_button("Download the per-prompt results (CSV)", pd.DataFrame(result.prompts).to_csv(index=False),
+                   file_name=f"ablation-{chosen.key}.csv", key="lab_download")
