@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from ..errors import InputError
 from . import options
 from .progress import progress_bar
 
@@ -22,14 +20,7 @@ def _circuit(args: argparse.Namespace) -> int:
     for row in top_components(frame, args.top).itertuples():
         print(f"  {row.component:>8} at {row.position} {row.token!r:>6}: {row.effect:+.4f}")
     if args.out:
-        path = Path(args.out)
-        if path.suffix == ".csv":
-            frame.to_csv(path, index=False)
-        elif path.suffix == ".parquet":
-            frame.to_parquet(path, index=False)
-        else:
-            raise InputError(f"--out must end in .parquet or .csv, not {path.suffix or 'nothing'}")
-        print(f"wrote {path}")
+        print(f"wrote {options.write_frame(frame, args.out)}")
     return 0
 
 

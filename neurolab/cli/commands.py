@@ -122,7 +122,7 @@ def _classify(args: argparse.Namespace) -> int:
               f"(neuron, heuristic) matches promote mostly the heuristic's results "
               f"(mean share {checked['share'].mean():.2f} vs chance {checked['chance'].mean():.2f})")
     if args.out:
-        print(f"wrote {_write_frame(result.scores, args.out)} ({len(result.scores):,} scores)")
+        print(f"wrote {options.write_frame(result.scores, args.out)} ({len(result.scores):,} scores)")
     return 0
 
 
@@ -159,19 +159,8 @@ def _importance(args: argparse.Namespace) -> int:
               f"{wide['attribution'].corr(wide['activation']):.3f} (Pearson), "
               f"{wide['attribution'].rank().corr(wide['activation'].rank()):.3f} (Spearman)")
     if args.out:
-        print(f"wrote {_write_frame(table, args.out)}")
+        print(f"wrote {options.write_frame(table, args.out)}")
     return 0
-
-
-def _write_frame(frame, out: str) -> Path:
-    path = Path(out)
-    if path.suffix == ".parquet":
-        frame.to_parquet(path, index=False)
-    elif path.suffix == ".csv":
-        frame.to_csv(path, index=False)
-    else:
-        raise InputError(f"--out must end in .parquet or .csv, not {path.suffix or 'nothing'}")
-    return path
 
 
 def _export(args: argparse.Namespace) -> int:

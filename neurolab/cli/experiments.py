@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from ..errors import InputError
 from . import options
@@ -37,14 +36,6 @@ def _ns(text: str) -> list[int]:
 def _emit(frame, args: argparse.Namespace, title: str) -> None:
     import pandas as pd
 
-    if args.out:
-        path = Path(args.out)
-        if path.suffix == ".csv":
-            frame.to_csv(path, index=False)
-        elif path.suffix == ".parquet":
-            frame.to_parquet(path, index=False)
-        else:
-            raise InputError(f"--out must end in .csv or .parquet, not {path.suffix or 'nothing'}")
     if args.json:
         print(json.dumps(json.loads(frame.to_json(orient="records")), indent=1))
     else:
@@ -52,7 +43,7 @@ def _emit(frame, args: argparse.Namespace, title: str) -> None:
         print(title)
         print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.out:
-        print(f"wrote {args.out}")
+        print(f"wrote {options.write_frame(frame, args.out)}")
 
 
 def _knockout(args: argparse.Namespace) -> int:

@@ -131,3 +131,15 @@ def intervention(args: argparse.Namespace, store) -> Intervention:
         step = NeuronAblation(parse_neurons(args.ablate), args.ablate_mode, args.ablate_value, grid)
         chosen = chosen + Intervention((step,))
     return chosen
+
+
+def write_frame(frame, out: str | Path) -> Path:
+    """A result table to ``.csv`` or ``.parquet`` (what every ``--out`` takes)."""
+    path = Path(out)
+    if path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    elif path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        raise InputError(f"--out must end in .parquet or .csv, not {path.suffix or 'nothing'}")
+    return path
