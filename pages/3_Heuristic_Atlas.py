@@ -7,7 +7,7 @@ from neurolab.analysis.classification import MAP_MODES, ClassifySettings, classi
 from neurolab.tasks.arithmetic import OPERATORS
 from neurolab.tasks.grid import TEMPLATES
 from neurolab.viz.figures import atlas_counts_figure
-from pages import model_sidebar, shared_store
+from pages import model_sidebar, pick_neuron, shared_store
 
 st.set_page_config(page_title="neurolab · heuristic atlas", page_icon="🧮", layout="wide")
 st.title("Heuristic Atlas")
@@ -66,6 +66,8 @@ event = st.dataframe(view, hide_index=True, on_select="rerun", selection_mode="s
 rows = event.selection.rows if event is not None else []
 if rows:
     row = view.iloc[rows[0]]
+    st.button(f"Pick {row['label']} for the Ablation Lab", key="atlas_pick", on_click=pick_neuron,
+              args=(row["label"],))
     if st.button(f"Open {row['label']} ({row['op']}) on the Operand Grid", key="atlas_open"):
         st.session_state.update({
             "grid_op": row["op"], "grid_max_op": int(row["max_op"]), "grid_typed": row["label"],
