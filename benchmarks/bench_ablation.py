@@ -94,6 +94,16 @@ def main() -> None:
             rows.append((f"grid pass `{name}`, {label}: same outputs", f"max abs logit diff {diff:.1e}, "
                          f"top-1 agreement {agree:.2%}", "equal", met(diff <= 1e-4 and agree == 1.0)))
 
+    # in bfloat16 the two paths differ by rounding: report how often they agree on the answer
+    half = load_model(args.model, device="cpu", dtype="bfloat16")
+    prompts = grid_for(half, args.op, args.max_op).prompts
+    shared, plain = (run(half, prompts, logits=True, share_prefix=s) for s in (True, False))
+    agree = float((shared.top1 == plain.top1).mean())
+    diff = float((shared.logits - plain.logits).abs().max())
+    print(f"\nbfloat16: max |logit diff| {diff:.3f}, top-1 agreement {agree:.2%}")
+    rows.append(("grid pass `plain` in bfloat16: shared vs plain trace", f"max abs logit diff {diff:.2f}, "
+                 f"top-1 agreement {agree:.2%}", "reported", ""))
+
     # 2. toggling an ablation over the grid: new (ablated grid + random control computed) and cached
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "ablation.duckdb")
