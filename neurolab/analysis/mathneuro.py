@@ -1,0 +1,219 @@
+"""MathNeuro (``../shared/science.md`` part B): math-specific weights from forward passes only.
+
+- Scored weights (:func:`scored_weights`): every ``nn.Linear`` and GPT-2 ``Conv1D`` inside the blocks the family
+  adapter names (attention and MLP projections), and the LM head when it is a weight of its own; embeddings never,
+  a tied LM head never (it *is* the embedding).
+- Importance of ``W_ij`` = ``|W_ij| * sum_s ||X_j||_2`` (X_j: input feature j over sample s's real tokens):
+  the norms come from one streaming pass per data set (:func:`neurolab.capture.norms.input_norms`, fp32), ``|W|``
+  is applied once at the end. For ``Conv1D`` (``[in, out]``) the input index is the first dimension.
+- Top-K per weight matrix separately: the ``int(K * numel)`` largest scores (rounded down; ties broken by the
+  lower flat index: a stable descending sort). One pass yields every K.
+- Math-specific = top-K(math) AND NOT top-K(non-math). Baselines: a seeded random set of the same count per matrix,
+  and Wanda = top-K(math) without the subtraction.
+- Edits are the core's :class:`~neurolab.capture.interventions.WeightEdit` steps (factor 0 prunes, 1.1 scales), one
+  :class:`~neurolab.capture.interventions.Intervention` per mask set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+from transformers.pytorch_utils import Conv1D
+
+from ..capture.interventions import CLEAN, Intervention, WeightEdit
+from ..capture.norms import input_norms
+from ..capture.trace import intervened
+from ..models.adapters import get_module
+from ..models.loading import LoadedModel
+from ..store.analyses import analysis_key
+from ..tasks.arithmetic import OPERATORS, valid_pairs
+from ..tasks.samples import SampleSet
+from .evaluation import arithmetic_score, nonmath_score
+
+DEFAULT_KS = (0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15)
+Masks = dict[str, torch.Tensor]
+Progress = Callable[..., None]
+
+
+def is_linear_like(module: torch.nn.Module) -> bool:
+    return isinstance(module, (torch.nn.Linear, Conv1D))
+
+
+def scored_weights(model: LoadedModel) -> dict[str, torch.nn.Module]:
+    """Parameter name (as ``model.hf.named_parameters()`` spells it) -> its Linear-like module, in execution order."""
+    hf = model.hf
+    adapter = model.adapter
+    found: dict[str, torch.nn.Module] = {}
+    layers = get_module(hf, adapter.layers)
+    for i in range(len(layers)):
+        prefix = adapter.layer_path(i)
+        for sub, module in get_module(hf, prefix).named_modules():
+            if sub and is_linear_like(module):
+                found[f"{prefix}.{sub}.weight"] = module
+    head = get_module(hf, adapter.unembed)
+    embed = get_module(hf, adapter.embed)
+    if is_linear_like(head) and head.weight is not embed.weight \
+            and head.weight.data_ptr() != embed.weight.data_ptr():
+        found[f"{adapter.unembed}.weight"] = head
+    names = dict(hf.named_parameters())
+    return {name: m for name, m in found.items() if name in names and names[name] is m.weight}
+
+
+def importance(modules: Mapping[str, torch.nn.Module], norms: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """name -> fp32 ``|W| * norm`` (the weight's own layout), on the host."""
+    scores = {}
+    for name, module in modules.items():
+        weight = module.weight.detach().float().abs().cpu()
+        norm = norms[name].float()
+        scores[name] = weight * (norm[:, None] if isinstance(module, Conv1D) else norm[None, :])
+    return scores
+
+
+def top_k_mask(scores: torch.Tensor, k: float) -> torch.Tensor:
+    """Boolean mask of the ``int(k * numel)`` largest entries (ties: lower flat index first)."""
+    count = int(k * scores.numel())
+    mask = torch.zeros(scores.numel(), dtype=torch.bool)
+    if count > 0:
+        order = torch.sort(scores.flatten(), descending=True, stable=True).indices
+        mask[order[:count]] = True
+    return mask.view(scores.shape)
+
+
+def top_k_masks(scores: Mapping[str, torch.Tensor], k: float) -> Masks:
+    return {name: top_k_mask(s, k) for name, s in scores.items()}
+
+
+def math_specific(math_scores: Mapping[str, torch.Tensor], general_scores: Mapping[str, torch.Tensor],
+                  k: float) -> Masks:
+    """top-K(math) AND NOT top-K(non-math), per matrix."""
+    return {name: top_k_mask(s, k) & ~top_k_mask(general_scores[name], k) for name, s in math_scores.items()}
+
+
+def random_masks(like: Mapping[str, torch.Tensor], seed: int = 0) -> Masks:
+    """Per matrix, a seeded random set of as many entries as ``like`` selects there."""
+    generator = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, mask in like.items():
+        chosen = torch.zeros(mask.numel(), dtype=torch.bool)
+        chosen[torch.randperm(mask.numel(), generator=generator)[: int(mask.sum())]] = True
+        out[name] = chosen.view(mask.shape)
+    return out
+
+
+def edit(masks: Mapping[str, torch.Tensor], factor: float, name: str = "", origin: str = "") -> Intervention:
+    """One intervention multiplying every masked entry by ``factor`` (matrices with an empty mask are left out)."""
+    steps = tuple(WeightEdit(p, m, factor) for p, m in masks.items() if bool(m.any()))
+    return Intervention(steps, name, origin)
+
+
+def _norms_path(store, key: str):
+    return store.values_dir / "mathneuro" / f"{key}.safetensors"
+
+
+def summed_norms(model: LoadedModel, texts: Sequence[str], data_spec: dict, store=None,
+                 intervention: Intervention | None = None, batch_size: int = 32,
+                 progress: Progress | None = None) -> dict[str, torch.Tensor]:
+    """The per-feature summed input norms of every scored weight over ``texts`` (cached in ``store`` by model
+    fingerprint, data spec and intervention key)."""
+    intervention = intervention or CLEAN
+    modules = scored_weights(model)
+    spec = {"model": model.fingerprint, "data": data_spec, "intervention": intervention.key,
+            "weights": sorted(modules)}
+    key = analysis_key("mathneuro-norms", spec)
+    if store is not None and _norms_path(store, key).exists():
+        return load_file(str(_norms_path(store, key)))
+    norms = input_norms(model, modules, texts, batch_size, intervention, progress)
+    if store is not None:
+        path = _norms_path(store, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in norms.items()}, str(path))
+    return norms
+
+
+def scores_for(model: LoadedModel, samples: SampleSet, store=None, intervention: Intervention | None = None,
+               batch_size: int = 32, progress: Progress | None = None) -> tuple[dict, dict]:
+    """(math importance, non-math importance): one pass each, ``|W|`` of the weights under ``intervention``."""
+    modules = scored_weights(model)
+    total = len(samples.math) + len(samples.general)
+
+    def part(offset: int) -> Progress | None:
+        return None if progress is None else (lambda done, _n: progress(offset + done, total))
+
+    math_norms = summed_norms(model, samples.math, {**samples.spec, "set": "math"}, store, intervention,
+                              batch_size, part(0))
+    general_norms = summed_norms(model, samples.general, {**samples.spec, "set": "general"}, store, intervention,
+                                 batch_size, part(len(samples.math)))
+    with intervened(model, intervention):
+        return importance(modules, math_norms), importance(modules, general_norms)
+
+
+def full_grid_accuracy(model: LoadedModel, intervention: Intervention | None = None, max_op: int = 100,
+                       ops: Sequence[str] = OPERATORS) -> dict[str, float]:
+    """Accuracy per operator over its full valid grid (``max_op``), and over every non-math fact."""
+    out = {op: arithmetic_score(model, op, valid_pairs(op, max_op, model.max_single_token),
+                                intervention=intervention).accuracy for op in ops}
+    out["math"] = sum(out[op] for op in ops) / len(ops)
+    out["nonmath"] = nonmath_score(model, intervention).accuracy
+    return out
+
+
+def mask_counts(masks: Mapping[str, torch.Tensor]) -> int:
+    return int(sum(int(m.sum()) for m in masks.values()))
+
+
+def evaluate_masks(model: LoadedModel, math_scores: dict, general_scores: dict, ks: Sequence[float],
+                   factor: float = 0.0, base: Intervention | None = None, seed: int = 0, max_op: int = 100,
+                   baselines: bool = True, progress: Progress | None = None) -> pd.DataFrame:
+    """One row per (K, method) — ``clean``, ``mathneuro``, ``random`` (same count per matrix, seeded), ``wanda``
+    (top-K math without subtraction) — with the count of edited weights and full-grid accuracies."""
+    base = base or CLEAN
+    rows = [{"k": 0.0, "method": "clean", "factor": factor, "weights": 0, **full_grid_accuracy(model, base, max_op)}]
+    methods = ("mathneuro", "random", "wanda") if baselines else ("mathneuro",)
+    for i, k in enumerate(ks):
+        specific = math_specific(math_scores, general_scores, k)
+        sets = {"mathneuro": specific}
+        if baselines:
+            sets["random"] = random_masks(specific, seed)
+            sets["wanda"] = top_k_masks(math_scores, k)
+        for method in methods:
+            iv = base + edit(sets[method], factor, f"mathneuro {method} K={k:g} x{factor:g}", "mathneuro")
+            rows.append({"k": k, "method": method, "factor": factor, "weights": mask_counts(sets[method]),
+                         **full_grid_accuracy(model, iv, max_op)})
+        if progress is not None:
+            progress(i + 1, len(ks))
+    return pd.DataFrame(rows)
+
+
+def summary(math_scores: dict, general_scores: dict, ks: Sequence[float]) -> pd.DataFrame:
+    """Per K: scored weights, top-K counts of math and non-math, and math-specific count and fraction."""
+    total = sum(s.numel() for s in math_scores.values())
+    rows = []
+    for k in ks:
+        top_math = top_k_masks(math_scores, k)
+        specific = math_specific(math_scores, general_scores, k)
+        rows.append({"k": k, "scored": total, "top_k": mask_counts(top_math), "math_specific": mask_counts(specific),
+                     "fraction": mask_counts(specific) / total})
+    return pd.DataFrame(rows)
+
+
+def run_mathneuro(model: LoadedModel, samples: SampleSet, ks: Sequence[float] = DEFAULT_KS, store=None,
+                  factor: float | None = None, intervention: Intervention | None = None, seed: int = 0,
+                  max_op: int = 100, batch_size: int = 32,
+                  progress: Progress | None = None) -> tuple[dict, dict, pd.DataFrame, pd.DataFrame | None]:
+    """Scores, the per-K summary, and (with ``factor``) the evaluation table, cached in ``store`` when given."""
+    intervention = intervention or CLEAN
+    math_scores, general_scores = scores_for(model, samples, store, intervention, batch_size, progress)
+    table = summary(math_scores, general_scores, ks)
+    evaluation = None
+    if factor is not None:
+        spec = {"model": model.fingerprint, "data": samples.spec, "intervention": intervention.key,
+                "ks": list(ks), "factor": factor, "seed": seed, "max_op": max_op}
+
+        def compute() -> pd.DataFrame:
+            return evaluate_masks(model, math_scores, general_scores, ks, factor, intervention, seed, max_op)
+
+        evaluation = store.cached_frame("mathneuro-eval", spec, compute) if store is not None else compute()
+    return math_scores, general_scores, table, evaluation
