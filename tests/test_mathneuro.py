@@ -169,3 +169,18 @@ def test_cli_parser(tmp_path):
         parser.parse_args(["mathneuro", "--prune", "--scale", "1.1"])
     with pytest.raises(InputError):
         cli.parse_ks("0,2")
+
+
+def test_norms_and_evaluation_cached(embedded, tmp_path):
+    from neurolab.store import Store
+
+    store = Store(tmp_path / "s.duckdb")
+    samples = load_samples(n=8, max_single_token=embedded.max_single_token)
+    math1, _, _table, evaluation = mn.run_mathneuro(embedded, samples, [0.05], store, factor=0.0)
+    files = sorted((store.values_dir / "mathneuro").glob("*.safetensors"))
+    assert len(files) == 2 and set(evaluation["method"]) == {"clean", "mathneuro", "random", "wanda"}
+    math2, _, _, again = mn.run_mathneuro(embedded, samples, [0.05], store, factor=0.0)
+    assert all(torch.equal(math1[n], math2[n]) for n in math1) and again.equals(evaluation)
+    other = load_samples(n=8, seed=1, max_single_token=embedded.max_single_token)
+    mn.run_mathneuro(embedded, other, [0.05], store)
+    assert len(list((store.values_dir / "mathneuro").glob("*.safetensors"))) == 4
