@@ -168,3 +168,34 @@ def test_circuit_page_computes_each_experiment_on_demand(embedded):
     at.button(key="failures_run").click().run()
     assert not at.exception and not at.error
     assert len(at.dataframe) >= 1 and set(at.dataframe[-1].value["group"]) == {"correct", "wrong"}
+
+
+def test_mathneuro_page_scores_prunes_applies_and_sweeps(embedded):
+    from neurolab.analysis.classification import ClassifySettings, classify_operator
+    from pages import ACTIVE_KEY, shared_store
+
+    classify_operator(embedded, shared_store(), "+", 100, settings=ClassifySettings(top_n=50), layers=[3])
+
+    at = AppTest.from_file(str(ROOT / "pages" / "6_MathNeuro.py"), default_timeout=600)
+    at.run()
+    assert not at.exception
+    at.number_input(key="mn_samples").set_value(30)
+    at.toggle(key="mn_score").set_value(True).run()
+    assert not at.exception and not at.error
+    assert list(at.dataframe[0].value["k"]) == [0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15]
+    at.select_slider(key="mn_k").set_value(0.05).run()
+    values = {m.label: float(m.value) for m in at.metric}
+    assert values["Math accuracy (mean of + - * /)"] < 0.9  # pruning math-specific weights costs math
+    at.toggle(key="mn_apply").set_value(True).run()
+    assert at.session_state[ACTIVE_KEY] and any("MathNeuro" in w.value for w in at.sidebar.warning)
+    at.toggle(key="mn_apply").set_value(False).run()
+    assert not at.session_state[ACTIVE_KEY]
+    at.multiselect(key="mn_ks").set_value([0.05])
+    at.button(key="mn_sweep").click().run()
+    assert not at.exception
+    sweep = next(d.value for d in at.dataframe if "method" in d.value.columns)
+    assert set(sweep["method"]) == {"clean", "mathneuro", "random", "wanda"}
+    random_row = sweep[sweep["method"] == "random"].iloc[0]
+    assert random_row["math"] > sweep[sweep["method"] == "mathneuro"].iloc[0]["math"]
+    overlap = next(d.value for d in at.dataframe if "lift" in d.value.columns)  # against the classification above
+    assert len(overlap) and (overlap["chance"] > 0).all()

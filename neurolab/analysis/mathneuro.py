@@ -217,3 +217,28 @@ def run_mathneuro(model: LoadedModel, samples: SampleSet, ks: Sequence[float] = 
 
         evaluation = store.cached_frame("mathneuro-eval", spec, compute) if store is not None else compute()
     return math_scores, general_scores, table, evaluation
+
+
+def by_matrix(model: LoadedModel, masks: Mapping[str, torch.Tensor]) -> pd.DataFrame:
+    """Per scored matrix: its layer (None outside the blocks, e.g. the LM head), the module it belongs to, the count
+    of selected weights and their share of the matrix."""
+    prefix = model.adapter.layers + "."
+    rows = []
+    for name, mask in masks.items():
+        layer, module = None, name.removesuffix(".weight")
+        if name.startswith(prefix):
+            index, _, module = name[len(prefix):].partition(".")
+            layer, module = int(index), module.removesuffix(".weight")
+        rows.append({"parameter": name, "layer": layer, "module": module, "selected": int(mask.sum()),
+                     "share": float(mask.float().mean())})
+    return pd.DataFrame(rows)
+
+
+def stored_accuracy(model: LoadedModel, store, intervention: Intervention | None = None,
+                    max_op: int = 100) -> dict[str, float]:
+    """:func:`full_grid_accuracy`, computed once per (model, intervention, max_op) and kept in the store."""
+    intervention = intervention or CLEAN
+    spec = {"model": model.fingerprint, "intervention": intervention.key, "max_op": max_op}
+    frame = store.cached_frame("full-grid-accuracy", spec, lambda: pd.DataFrame(
+        [full_grid_accuracy(model, intervention, max_op)]))
+    return {key: float(value) for key, value in frame.iloc[0].items()}

@@ -1,0 +1,135 @@
+"""MathNeuro: find the math-specific weights with forward passes only, then prune or scale them and compare."""
+
+import hashlib
+
+import pandas as pd
+import streamlit as st
+
+from neurolab.analysis.atlas import atlas
+from neurolab.analysis.mathneuro import (
+    DEFAULT_KS,
+    by_matrix,
+    edit,
+    math_specific,
+    run_mathneuro,
+    scores_for,
+    stored_accuracy,
+    summary,
+)
+from neurolab.analysis.mathneuro_overlap import ablation_vs_pruning, neuron_overlap, overlap_by_layer
+from neurolab.errors import NeurolabError
+from neurolab.tasks.samples import load_samples
+from neurolab.viz.mathneuro import k_sweep_figure, matrix_figure
+from pages import ACTIVE_KEY, model_sidebar, shared_store
+
+st.set_page_config(page_title="neurolab · MathNeuro", page_icon="🧮", layout="wide")
+st.title("MathNeuro")
+st.caption("Importance of a weight = |W| x the L2 norm of its input feature over a sample, summed over samples; "
+           "math-specific = top-K on math data and not top-K on non-math data, per weight matrix.")
+model = model_sidebar()
+store = shared_store()
+
+
+def saved_upload(upload) -> str | None:
+    """An uploaded file kept beside the store under its content hash (so results key by its content)."""
+    if upload is None:
+        return None
+    data = upload.getvalue()
+    suffix = "." + upload.name.rsplit(".", 1)[-1].lower()
+    path = store.values_dir / "uploads" / (hashlib.blake2b(data, digest_size=12).hexdigest() + suffix)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return str(path)
+
+
+d1, d2, d3, d4 = st.columns(4)
+source = d1.radio("Data", ["built-in", "files"], key="mn_source",
+                  help="built-in: arithmetic prompts with answers, and the embedded model's language task")
+single = d2.checkbox("Single sample", key="mn_single", help="one math and one non-math sample (the paper: enough)")
+count = int(d3.number_input("Samples per set", 1, 100_000, 100, key="mn_samples", disabled=single))
+seed = int(d4.number_input("Seed", 0, 10_000, 0, key="mn_seed"))
+math_file = general_file = None
+if source == "files":
+    f1, f2 = st.columns(2)
+    math_file = saved_upload(f1.file_uploader("Math data (CSV/JSONL: question+answer, or text)", ["csv", "jsonl"],
+                                              key="mn_math_file"))
+    general_file = saved_upload(f2.file_uploader("Non-math data (CSV/JSONL: text)", ["csv", "jsonl"],
+                                                 key="mn_general_file"))
+    if math_file is None or general_file is None:
+        st.info("Upload both files, or use the built-in data.")
+        st.stop()
+try:
+    samples = load_samples(math_file, general_file, n=count, seed=seed, single=single,
+                           max_single_token=model.max_single_token)
+except NeurolabError as error:
+    st.error(str(error))
+    st.stop()
+st.caption(f"{len(samples.math)} math samples (e.g. `{samples.math[0]}`), {len(samples.general)} non-math "
+           f"(e.g. `{samples.general[0]}`).")
+
+if not st.toggle("Score the weights", key="mn_score", help="two forward passes over the samples; cached"):
+    st.stop()
+bar = st.progress(0.0, text="scoring ...")
+math_scores, general_scores = scores_for(model, samples, store, progress=lambda done, total: bar.progress(
+    min(1.0, done / max(1, total)), text=f"{done:,}/{total:,} samples"))
+bar.empty()
+st.subheader("Math-specific weights per K")
+st.dataframe(summary(math_scores, general_scores, DEFAULT_KS), hide_index=True)
+
+k = st.select_slider("K", options=list(DEFAULT_KS), value=0.01, key="mn_k")
+specific = math_specific(math_scores, general_scores, k)
+table = by_matrix(model, specific)
+st.plotly_chart(matrix_figure(table, k), key="mn_matrices")
+
+st.subheader("Prune or scale them")
+e1, e2 = st.columns(2)
+how = e1.radio("Edit", ["prune (x0)", "scale"], horizontal=True, key="mn_how")
+factor = 0.0 if how.startswith("prune") else float(e2.number_input("Factor", 0.0, 10.0, 1.1, 0.05, key="mn_factor"))
+edited = edit(specific, factor, f"MathNeuro K={k:g} x{factor:g}", "mathneuro")
+with st.spinner("Accuracy over every operator's full grid and the non-math task ..."):
+    clean, after = stored_accuracy(model, store), stored_accuracy(model, store, edited)
+st.dataframe(pd.DataFrame([{"model": "clean", **clean}, {"model": f"x{factor:g} at K={k:g}", **after}]),
+             hide_index=True)
+a1, a2 = st.columns(2)
+a1.metric("Math accuracy (mean of + - * /)", f"{after['math']:.3f}", f"{after['math'] - clean['math']:+.3f}")
+a2.metric("Non-math accuracy", f"{after['nonmath']:.3f}", f"{after['nonmath'] - clean['nonmath']:+.3f}")
+active = st.toggle("Apply this edit on every page", key="mn_apply",
+                   help="the edited model is marked in the sidebar of every page until turned off")
+if active and st.session_state.get(ACTIVE_KEY) != edited.key:
+    store.save_intervention(edited.to_json(), edited.tensors())
+    st.session_state[ACTIVE_KEY] = edited.key
+    st.rerun()
+if not active and st.session_state.get(ACTIVE_KEY) == edited.key:
+    st.session_state[ACTIVE_KEY] = None
+    st.rerun()
+
+st.subheader("K sweep with the paper's baselines")
+st.caption("random: as many random weights per matrix (seeded); Wanda: top-K on math data without subtracting "
+           "the non-math top-K.")
+ks = st.multiselect("K values", list(DEFAULT_KS), [0.001, 0.01, 0.025, 0.05], key="mn_ks")
+if st.button("Evaluate these K (cached)", key="mn_sweep", disabled=not ks):
+    bar = st.progress(0.0, text="evaluating ...")
+    _, _, _, evaluation = run_mathneuro(model, samples, sorted(ks), store, factor=factor, seed=seed,
+                                        progress=lambda done, total: bar.progress(min(1.0, done / max(1, total))))
+    bar.empty()
+    st.plotly_chart(k_sweep_figure(evaluation, factor), key="mn_sweep_chart")
+    st.dataframe(evaluation, hide_index=True)
+
+st.subheader("Overlap with the heuristic neurons")
+o1, o2 = st.columns(2)
+op = o1.selectbox("Operator whose classification to compare with", ["+", "-", "*", "/"], key="mn_overlap_op")
+labelled = atlas(store, model.fingerprint)
+labelled = labelled[(labelled["op"] == op) & (labelled["intervention"] == "none")]
+if labelled.empty:
+    st.info(f"Nothing is classified for {op} yet: classify it on the Heuristic Atlas page first.")
+    st.stop()
+pairs = sorted({(int(r.layer), int(r.neuron)) for r in labelled.itertuples()})
+st.dataframe(overlap_by_layer(neuron_overlap(model, specific, pairs)), hide_index=True)
+st.caption("share: of the math-specific weights in a layer's MLP matrices, those in the rows/columns of labelled "
+           "neurons; chance: the fraction of the matrix those neurons occupy; lift = share / chance.")
+if o2.button("Ablate the neurons vs prune the weights, on the grid", key="mn_overlap_run"):
+    bar = st.progress(0.0, text="...")
+    st.dataframe(ablation_vs_pruning(model, store, op, specific, pairs, int(labelled["max_op"].iloc[0]),
+                                     progress=lambda stage, fraction: bar.progress(min(1.0, fraction), text=stage)),
+                 hide_index=True)
+    bar.empty()
