@@ -11,8 +11,8 @@ Searched (each point is one :func:`neurolab.analysis.mathneuro.full_grid_accurac
    samples 100 (seeded subset) or all 236 facts, math samples of one operator only, the union of the four
    per-operator masks (each operator's own math samples against the same non-math samples), and single-sample
    mode (one math and one non-math sample). K goes up the grid until non-math has fallen below the threshold twice;
-2. a separate K for the non-math top-K (``K_general`` = 1, 1.5, 2, 3 x K) on the best data choices: protecting a
-   larger non-math set lets a larger math K through;
+2. a separate, fixed K for the non-math top-K (``K_general`` 0.03..0.1) against the math K, on the two best data
+   choices and on the per-operator union: protecting a larger non-math set lets a larger math K through;
 3. at the frontier point: the seeded random baseline of the same count per matrix, another sample seed (noise), and
    scaling the same weights by x1.1, x1.2 and x0.9 instead of pruning.
 
@@ -50,7 +50,11 @@ from neurolab.tasks.samples import builtin_general, builtin_math
 
 K_GRID = (0.01, 0.02, 0.025, 0.03, 0.035, 0.04, 0.05, 0.06, 0.07, 0.08)
 K_QUICK = (0.02, 0.03, 0.04, 0.05, 0.06)
-GENERAL_RATIOS = (1.0, 1.5, 2.0, 3.0)
+KG_GRID = (0.03, 0.04, 0.05, 0.06, 0.08, 0.1)
+KG_QUICK = (0.04, 0.06, 0.08)
+K2_GRID = (0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.1, 0.12)
+K2_QUICK = (0.04, 0.06, 0.08)
+K2_UNION = (0.005, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.025)
 SCALES = (1.1, 1.2, 0.9)
 
 
@@ -127,14 +131,14 @@ class Search:
               flush=True)
         return point
 
-    def sweep(self, data: str, masks_for, ks, ratio: float = 1.0) -> None:
+    def sweep(self, data: str, masks_for, ks, kg_of=lambda k: k) -> None:
         """K ascending until non-math has fallen below the threshold twice (or the budget is spent)."""
         misses = 0
         for k in ks:
             if self.over_budget():
                 print(f"  (budget spent: {data} stopped before K={k:g})")
                 return
-            point = self.evaluate(data, masks_for(k, k * ratio), k, k * ratio)
+            point = self.evaluate(data, masks_for(k, kg_of(k)), k, kg_of(k))
             misses += point.nonmath < self.threshold
             if misses >= 2:
                 return
@@ -225,15 +229,18 @@ def main() -> None:
     for data, masks_for in choices:
         search.sweep(data, masks_for, ks)
 
-    print("\n## 2. K_general = r x K on the best data choices")
+    print("\n## 2. K (math) x K_general (non-math top-K, fixed) on the best data choices and the per-op union")
     ranked = sorted((search.best(d) for d, _ in choices if search.best(d) is not None), key=lambda p: p.math)
     lookup = dict(choices)
-    for top in ranked[: 1 if args.quick else 2]:
-        for ratio in GENERAL_RATIOS[1:]:
-            grid = [k for k in (*ks, 0.09, 0.1, 0.12) if k >= top.k]
-            search.sweep(f"{top.data} Kg={ratio:g}K", lookup[top.data], grid,
-                         ratio)
-            lookup[f"{top.data} Kg={ratio:g}K"] = lookup[top.data]
+    tops = [p.data for p in ranked[: 1 if args.quick else 2]]
+    union_choice = f"per-op union 4x250 / non-math {n_facts}"
+    plans = [] if args.quick else [(union_choice, K2_UNION)]
+    plans += [(d, K2_QUICK if args.quick else K2_GRID) for d in tops]
+    for data, k_grid in plans:
+        for kg in (KG_QUICK if args.quick else KG_GRID):
+            name = f"{data} Kg={kg:g}"
+            lookup[name] = lookup[data]
+            search.sweep(name, lookup[data], [k for k in k_grid if k != kg], kg_of=lambda _k, kg=kg: kg)
 
     frontier = search.best()
     issue = next((p for p in search.points if p.data.endswith("(issue's)") and abs(p.k - 0.03) < 1e-9), None)
