@@ -70,7 +70,7 @@ st.caption(f"{len(samples.math)} math samples (e.g. `{samples.math[0]}`), {len(s
 if not st.toggle("Score the weights", key="mn_score", help="two forward passes over the samples; cached"):
     st.stop()
 bar = st.progress(0.0, text="scoring ...")
-math_scores, general_scores = scores_for(model, samples, store, progress=lambda done, total: bar.progress(
+math_scores, general_scores = scores_for(model, samples, store, progress=lambda done, total, *_: bar.progress(
     min(1.0, done / max(1, total)), text=f"{done:,}/{total:,} samples"))
 bar.empty()
 st.subheader("Math-specific weights per K")
@@ -110,7 +110,7 @@ ks = st.multiselect("K values", list(DEFAULT_KS), [0.001, 0.01, 0.025, 0.05], ke
 if st.button("Evaluate these K (cached)", key="mn_sweep", disabled=not ks):
     bar = st.progress(0.0, text="evaluating ...")
     _, _, _, evaluation = run_mathneuro(model, samples, sorted(ks), store, factor=factor, seed=seed,
-                                        progress=lambda done, total: bar.progress(min(1.0, done / max(1, total))))
+                                        progress=lambda done, total, *_: bar.progress(min(1.0, done / max(1, total))))
     bar.empty()
     st.plotly_chart(k_sweep_figure(evaluation, factor), key="mn_sweep_chart")
     st.dataframe(evaluation, hide_index=True)

@@ -206,16 +206,19 @@ def run_mathneuro(model: LoadedModel, samples: SampleSet, ks: Sequence[float] = 
     """Scores, the per-K summary, and (with ``factor``) the evaluation table, cached in ``store`` when given."""
     intervention = intervention or CLEAN
     math_scores, general_scores = scores_for(model, samples, store, intervention, batch_size, progress)
-    table = summary(math_scores, general_scores, ks)
+    spec = {"model": model.fingerprint, "data": samples.spec, "intervention": intervention.key, "ks": list(ks)}
+
+    def keep(kind: str, extra: dict, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+        """Tables go to the store's ``analyses`` (DuckDB keys, Parquet beside it) when there is a store."""
+        return store.cached_frame(kind, {**spec, **extra}, compute) if store is not None else compute()
+
+    table = keep("mathneuro-summary", {}, lambda: summary(math_scores, general_scores, ks))
     evaluation = None
     if factor is not None:
-        spec = {"model": model.fingerprint, "data": samples.spec, "intervention": intervention.key,
-                "ks": list(ks), "factor": factor, "seed": seed, "max_op": max_op}
-
-        def compute() -> pd.DataFrame:
-            return evaluate_masks(model, math_scores, general_scores, ks, factor, intervention, seed, max_op)
-
-        evaluation = store.cached_frame("mathneuro-eval", spec, compute) if store is not None else compute()
+        evaluation = keep("mathneuro-eval", {"factor": factor, "seed": seed, "max_op": max_op},
+                          lambda: evaluate_masks(model, math_scores, general_scores, ks, factor, intervention, seed,
+                                                 max_op, progress=None if progress is None else (
+                                                     lambda done, total: progress(done, total, "evaluating K"))))
     return math_scores, general_scores, table, evaluation
 
 
