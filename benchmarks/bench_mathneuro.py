@@ -22,8 +22,10 @@ from __future__ import annotations
 import argparse
 import gc
 import statistics
+import sys
 import threading
 import time
+from pathlib import Path
 
 import psutil
 import torch
@@ -34,32 +36,11 @@ from neurolab.capture.norms import input_norms
 from neurolab.models.loading import load_model
 from neurolab.tasks.samples import load_samples
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout: tests/ holds the reference
+from tests.mathneuro_reference import reference_scores
+
 KS = (0.001, 0.01, 0.05)
 SPEED_TARGET = 5.0
-
-
-def reference_scores(model, modules, texts) -> dict[str, torch.Tensor]:
-    """The published formula, straightforwardly: one sample per pass, a full |W| * ||X||_2 per sample, summed."""
-    device = model.device
-    totals = {name: torch.zeros(m.weight.shape, dtype=torch.float32, device=device) for name, m in modules.items()}
-    captured: dict[str, torch.Tensor] = {}
-    handles = [m.register_forward_pre_hook(lambda mod, args, n=name: captured.__setitem__(n, args[0].detach()))
-               for name, m in modules.items()]
-    try:
-        with torch.no_grad():
-            for text in texts:
-                ids = model.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
-                model.hf(input_ids=ids.to(device), use_cache=False)
-                for name, m in modules.items():
-                    x = captured[name][0].float()  # [T, in]
-                    norm = x.norm(dim=0)
-                    w = m.weight.detach().float().abs()
-                    totals[name] += w * (norm[:, None] if isinstance(m, Conv1D) else norm[None, :])
-                captured.clear()
-    finally:
-        for h in handles:
-            h.remove()
-    return {name: t.cpu() for name, t in totals.items()}
 
 
 def streaming_scores(model, modules, texts, batch_size: int) -> dict[str, torch.Tensor]:

@@ -17,27 +17,7 @@ from neurolab.capture.trace import intervened
 from neurolab.errors import InputError
 from neurolab.tasks.samples import builtin_general, builtin_math, load_samples, read_texts
 
-
-def reference_scores(model, modules, texts) -> dict[str, torch.Tensor]:
-    """The published formula, straightforwardly: one sample per pass, a full |W| * ||X||_2 per sample, summed."""
-    totals = {name: torch.zeros(m.weight.shape) for name, m in modules.items()}
-    captured: dict[str, torch.Tensor] = {}
-    handles = [m.register_forward_pre_hook(lambda mod, args, n=name: captured.__setitem__(n, args[0].detach()))
-               for name, m in modules.items()]
-    try:
-        with torch.no_grad():
-            for text in texts:
-                ids = model.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
-                model.hf(input_ids=ids.to(model.device))
-                for name, m in modules.items():
-                    x = captured[name][0].float().cpu()  # [T, in]
-                    norm = x.norm(dim=0)
-                    w = m.weight.detach().float().abs().cpu()
-                    totals[name] += w * (norm[:, None] if isinstance(m, Conv1D) else norm[None, :])
-    finally:
-        for h in handles:
-            h.remove()
-    return totals
+from .mathneuro_reference import reference_scores
 
 
 def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
