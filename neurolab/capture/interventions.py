@@ -1,4 +1,4 @@
-"""Interventions as small serialisable values: what to change in a model, never how or where it is applied.
+"""Interventions as small serialisable values: what to change in a model, and how each kind of change applies.
 
 Like pyvene's intervention configs, an :class:`Intervention` round-trips through JSON, and its :attr:`~Intervention.key`
 (a hash of its steps, not of its name) keys every result computed under it, so an ablated or pruned model's results
@@ -10,20 +10,27 @@ never land under the clean model's. Steps apply in order:
 - :class:`WeightEdit`: multiply the entries of one weight selected by a boolean mask by a factor (0 prunes; MathNeuro
   scales by 1.1). The mask travels beside the JSON as a tensor, named by its digest.
 
-:mod:`neurolab.capture.apply` is the one place that applies them.
+Each step type owns its whole protocol (:class:`Step`): how it serialises (``spec`` / ``from_spec``, registered by
+``kind`` in :data:`STEP_TYPES`), which layers it changes (``layers``: what a rerun may skip), and how it resolves
+against a model (``layer_ops``: activation edits as :class:`LayerOp`; ``apply``: a weight changed in place).
+Running the model is not theirs: :mod:`neurolab.capture.trace` hands them a :class:`Measure` and applies the result.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import torch
 
 from ..errors import InterventionError
 from ..models.adapters import neuron_label, parse_neuron_label
+
+if TYPE_CHECKING:
+    from ..models.loading import LoadedModel
 
 ABLATION_MODES = ("zero", "mean", "constant")
 NONE_KEY = "none"
@@ -52,6 +59,91 @@ def parse_neurons(text: str) -> Neurons:
         raise InterventionError(str(error)) from None
 
 
+def by_layer(neurons: Iterable[tuple[int, int]]) -> dict[int, list[int]]:
+    """(layer, neuron) pairs grouped by layer, in their order."""
+    grouped: dict[int, list[int]] = {}
+    for layer, n in neurons:
+        grouped.setdefault(layer, []).append(n)
+    return grouped
+
+
+@dataclass
+class LayerOp:
+    """One resolved activation edit of one layer's neurons ``[batch, seq, d_mlp]``: ``values`` is [k] (every
+    position, or the last only when ``last_only``) or [P, k] (per position from the end of the prompt). ``rows``
+    limits it to a slice of the batch (several interventions side by side in one pass)."""
+
+    neurons: torch.Tensor
+    values: torch.Tensor
+    last_only: bool = False
+    rows: slice | None = None
+
+    @property
+    def per_position(self) -> bool:
+        return self.values.dim() > 1
+
+    def apply(self, hidden) -> None:
+        """Edit ``hidden`` in place (inside a trace)."""
+        target = hidden if self.rows is None else hidden[self.rows]
+        if self.last_only:
+            target[:, -1, self.neurons] = self.values
+        elif not self.per_position:
+            target[:, :, self.neurons] = self.values
+        else:  # per position from the end; earlier positions of a longer prompt take the earliest value
+            seq, known = target.shape[1], self.values.shape[0]
+            if seq <= known:
+                target[:, :, self.neurons] = self.values[known - seq:]
+            else:
+                target[:, seq - known:, self.neurons] = self.values
+                target[:, : seq - known, self.neurons] = self.values[0]
+
+    def last_value(self) -> torch.Tensor:
+        """What the neurons are set to at the last position ([k])."""
+        return self.values[-1] if self.per_position else self.values
+
+    def on_rows(self, rows: slice) -> LayerOp:
+        return LayerOp(self.neurons, self.values, self.last_only, rows)
+
+
+class Measure(Protocol):
+    """What a step may ask of the model while it resolves (provided by :mod:`neurolab.capture.trace`)."""
+
+    def grid_means(self, step: NeuronAblation) -> dict[int, torch.Tensor]:
+        """Per layer ``[P, k]``: each neuron's mean over the step's grid, per position from the end."""
+
+    def last_values(self, prompt: str, neurons: Sequence[tuple[int, int]]) -> dict[int, torch.Tensor]:
+        """Per layer ``[k]``: the neurons at the last position of ``prompt``."""
+
+
+def parameter_layer(model: LoadedModel, parameter: str) -> int:
+    """The first layer whose output a weight changes: its block's index, ``n_layers`` for the final norm and the
+    unembedding (only the last step changes), 0 for anything else (embeddings)."""
+    adapter = model.adapter
+    blocks = adapter.layers + "."
+    if parameter.startswith(blocks):
+        return int(parameter[len(blocks):].split(".", 1)[0])
+    if parameter.startswith((adapter.final_norm + ".", adapter.unembed + ".")):
+        return model.n_layers
+    return 0
+
+
+class Step(Protocol):
+    """One change to a model; see the module's docstring."""
+
+    kind: ClassVar[str]
+
+    def spec(self) -> dict: ...
+
+    @classmethod
+    def from_spec(cls, spec: dict, tensors: dict[str, torch.Tensor]) -> Step: ...
+
+    def describe(self) -> str: ...
+
+    def layers(self, model: LoadedModel) -> set[int]: ...
+
+    def layer_ops(self, model: LoadedModel, measure: Measure) -> dict[int, list[LayerOp]]: ...
+
+
 @dataclass(frozen=True)
 class GridRef:
     """An operator's grid, named without a model (the mean of a mean ablation is taken over it)."""
@@ -63,6 +155,25 @@ class GridRef:
     seed: int = 0
 
 
+def _tensor_ops(model: LoadedModel, values: dict[int, torch.Tensor], neurons: Neurons,
+                last_only: bool = False) -> dict[int, list[LayerOp]]:
+    """Per layer, one op setting ``neurons`` to ``values[layer]`` (in the model's dtype, on its device)."""
+    ops = {}
+    for layer, ns in by_layer(neurons).items():
+        index = torch.as_tensor(ns, dtype=torch.long, device=model.device)
+        ops[layer] = [LayerOp(index, values[layer].to(model.device, model.hf.dtype), last_only)]
+    return ops
+
+
+def _check_neurons(model: LoadedModel, neurons: Neurons) -> None:
+    for layer, n in neurons:
+        if not 0 <= layer < model.n_layers:
+            raise InterventionError(f"layer {layer} does not exist; the model has layers 0..{model.n_layers - 1}")
+    bad = [neuron_label(layer, n) for layer, n in neurons if not 0 <= n < model.d_mlp]
+    if bad:
+        raise InterventionError(f"{', '.join(bad[:5])}: the model has neurons 0..{model.d_mlp - 1} per layer")
+
+
 @dataclass(frozen=True)
 class NeuronAblation:
     """Replace neurons at every position: by 0, by ``value``, or by their mean over ``grid`` (per position from the
@@ -72,6 +183,7 @@ class NeuronAblation:
     mode: str = "zero"
     value: float = 0.0
     grid: GridRef | None = None
+    kind: ClassVar[str] = "ablate"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "neurons", _neurons(self.neurons))
@@ -81,12 +193,32 @@ class NeuronAblation:
             raise InterventionError("a mean ablation needs the grid to average over (and only it does)")
 
     def spec(self) -> dict:
-        spec = {"kind": "ablate", "neurons": [neuron_label(*n) for n in self.neurons], "mode": self.mode}
+        spec = {"kind": self.kind, "neurons": [neuron_label(*n) for n in self.neurons], "mode": self.mode}
         if self.mode == "constant":
             spec["value"] = self.value
         if self.grid is not None:
             spec["grid"] = vars(self.grid)
         return spec
+
+    @classmethod
+    def from_spec(cls, spec: dict, tensors: dict[str, torch.Tensor]) -> NeuronAblation:
+        grid = GridRef(**spec["grid"]) if spec.get("grid") else None
+        return cls(spec["neurons"], spec["mode"], float(spec.get("value", 0.0)), grid)
+
+    def describe(self) -> str:
+        return f"{self.mode}-ablate {len(self.neurons)} neurons"
+
+    def layers(self, model: LoadedModel) -> set[int]:
+        return {layer for layer, _ in self.neurons}
+
+    def layer_ops(self, model: LoadedModel, measure: Measure) -> dict[int, list[LayerOp]]:
+        _check_neurons(model, self.neurons)
+        if self.mode == "mean":
+            values = measure.grid_means(self)
+        else:
+            fill = 0.0 if self.mode == "zero" else self.value
+            values = {layer: torch.full((len(ns),), fill) for layer, ns in by_layer(self.neurons).items()}
+        return _tensor_ops(model, values, self.neurons)
 
 
 @dataclass(frozen=True)
@@ -95,6 +227,7 @@ class ActivationPatch:
 
     neurons: Neurons
     source: str
+    kind: ClassVar[str] = "patch"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "neurons", _neurons(self.neurons))
@@ -102,7 +235,21 @@ class ActivationPatch:
             raise InterventionError("an activation patch needs a source prompt")
 
     def spec(self) -> dict:
-        return {"kind": "patch", "neurons": [neuron_label(*n) for n in self.neurons], "source": self.source}
+        return {"kind": self.kind, "neurons": [neuron_label(*n) for n in self.neurons], "source": self.source}
+
+    @classmethod
+    def from_spec(cls, spec: dict, tensors: dict[str, torch.Tensor]) -> ActivationPatch:
+        return cls(spec["neurons"], spec["source"])
+
+    def describe(self) -> str:
+        return f"patch {len(self.neurons)} neurons from {self.source!r}"
+
+    def layers(self, model: LoadedModel) -> set[int]:
+        return {layer for layer, _ in self.neurons}
+
+    def layer_ops(self, model: LoadedModel, measure: Measure) -> dict[int, list[LayerOp]]:
+        _check_neurons(model, self.neurons)
+        return _tensor_ops(model, measure.last_values(self.source, self.neurons), self.neurons, last_only=True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,6 +260,7 @@ class WeightEdit:
     mask: torch.Tensor = field(repr=False)
     factor: float = 0.0
     digest: str = ""
+    kind: ClassVar[str] = "weight_edit"
 
     def __post_init__(self) -> None:
         mask = self.mask.detach().to("cpu", torch.bool).contiguous()
@@ -133,8 +281,44 @@ class WeightEdit:
         return int(self.mask.sum())
 
     def spec(self) -> dict:
-        return {"kind": "weight_edit", "parameter": self.parameter, "factor": self.factor, "mask": self.digest,
+        return {"kind": self.kind, "parameter": self.parameter, "factor": self.factor, "mask": self.digest,
                 "shape": list(self.mask.shape), "count": self.count}
+
+    @classmethod
+    def from_spec(cls, spec: dict, tensors: dict[str, torch.Tensor]) -> WeightEdit:
+        if spec["mask"] not in tensors:
+            raise InterventionError(f"the mask {spec['mask']} of {spec['parameter']} is missing")
+        edit = cls(spec["parameter"], tensors[spec["mask"]], float(spec["factor"]))
+        if edit.digest != spec["mask"]:
+            raise InterventionError(f"the mask of {spec['parameter']} does not match its digest")
+        return edit
+
+    def describe(self) -> str:
+        return f"{self.parameter} x{self.factor:g} on {self.count:,} weights"
+
+    def layers(self, model: LoadedModel) -> set[int]:
+        return {parameter_layer(model, self.parameter)}
+
+    def layer_ops(self, model: LoadedModel, measure: Measure) -> dict[int, list[LayerOp]]:
+        return {}  # a weight changes in place, around the whole computation (:meth:`apply`)
+
+    def apply(self, parameters: dict[str, torch.nn.Parameter]) -> Callable[[], None]:
+        """Change the weight in place; returns what undoes it bit-exactly (only the masked entries are saved)."""
+        parameter = parameters.get(self.parameter)
+        if parameter is None:
+            raise InterventionError(f"the model has no parameter {self.parameter!r} (see `python -m neurolab info`)")
+        if tuple(parameter.shape) != tuple(self.mask.shape):
+            raise InterventionError(f"the mask for {self.parameter} is {tuple(self.mask.shape)}, the weight "
+                                    f"{tuple(parameter.shape)}")
+        weight = parameter.data
+        mask = self.mask.to(weight.device)
+        saved = weight[mask].clone()
+        weight[mask] = saved * self.factor
+
+        def undo() -> None:
+            weight[mask] = saved
+
+        return undo
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, WeightEdit) and self.spec() == other.spec()
@@ -143,7 +327,8 @@ class WeightEdit:
         return hash(self.digest)
 
 
-Step = NeuronAblation | ActivationPatch | WeightEdit
+#: every step type by its ``kind`` (what ``from_json`` reads); a new kind of change is one class and one entry
+STEP_TYPES: dict[str, type] = {cls.kind: cls for cls in (NeuronAblation, ActivationPatch, WeightEdit)}
 
 
 @dataclass(frozen=True)
@@ -172,27 +357,32 @@ class Intervention:
         return Intervention(self.steps + other.steps, " + ".join(n for n in (self.name, other.name) if n),
                             " + ".join(o for o in (self.origin, other.origin) if o))
 
+    @property
+    def neurons(self) -> Neurons:
+        """Every neuron an activation step names (empty for weight edits alone)."""
+        return tuple(sorted({n for step in self.steps for n in getattr(step, "neurons", ())}))
+
+    @property
+    def weight_edits(self) -> tuple[WeightEdit, ...]:
+        return tuple(step for step in self.steps if isinstance(step, WeightEdit))
+
+    def first_layer(self, model: LoadedModel) -> int:
+        """The earliest layer any step changes (``n_layers`` for the clean model): everything before it is the
+        clean model's."""
+        return min((layer for step in self.steps for layer in step.layers(model)), default=model.n_layers)
+
     def describe(self) -> str:
         """One line for a user: the name, else what the steps do."""
-        if self.name:
-            return self.name
-        parts = []
-        for step in self.steps:
-            if isinstance(step, WeightEdit):
-                parts.append(f"{step.parameter} x{step.factor:g} on {step.count:,} weights")
-            elif isinstance(step, NeuronAblation):
-                parts.append(f"{step.mode}-ablate {len(step.neurons)} neurons")
-            else:
-                parts.append(f"patch {len(step.neurons)} neurons from {step.source!r}")
-        return "; ".join(parts) or "clean model"
+        return self.name or "; ".join(step.describe() for step in self.steps) or "clean model"
 
     def to_json(self) -> dict:
+        """The steps' specs, and the digests of the tensors (:meth:`tensors`) saved beside them."""
         return {"name": self.name, "origin": self.origin, "key": self.key,
-                "steps": [step.spec() for step in self.steps]}
+                "steps": [step.spec() for step in self.steps], "tensors": sorted(self.tensors())}
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The masks the JSON names by digest, to be saved beside it (safetensors)."""
-        return {step.digest: step.mask for step in self.steps if isinstance(step, WeightEdit)}
+        return {step.digest: step.mask for step in self.weight_edits}
 
     @classmethod
     def from_json(cls, data: dict, tensors: dict[str, torch.Tensor] | None = None) -> Intervention:
@@ -201,21 +391,11 @@ class Intervention:
         steps: list[Step] = []
         try:
             for spec in data.get("steps", []):
-                kind = spec["kind"]
-                if kind == "ablate":
-                    grid = GridRef(**spec["grid"]) if spec.get("grid") else None
-                    steps.append(NeuronAblation(spec["neurons"], spec["mode"], float(spec.get("value", 0.0)), grid))
-                elif kind == "patch":
-                    steps.append(ActivationPatch(spec["neurons"], spec["source"]))
-                elif kind == "weight_edit":
-                    if spec["mask"] not in tensors:
-                        raise InterventionError(f"the mask {spec['mask']} of {spec['parameter']} is missing")
-                    edit = WeightEdit(spec["parameter"], tensors[spec["mask"]], float(spec["factor"]))
-                    if edit.digest != spec["mask"]:
-                        raise InterventionError(f"the mask of {spec['parameter']} does not match its digest")
-                    steps.append(edit)
-                else:
-                    raise InterventionError(f"unknown intervention step {kind!r}")
+                step_type = STEP_TYPES.get(spec["kind"])
+                if step_type is None:
+                    raise InterventionError(f"unknown intervention step {spec['kind']!r}; known: "
+                                            f"{', '.join(STEP_TYPES)}")
+                steps.append(step_type.from_spec(spec, tensors))
         except (KeyError, TypeError) as error:
             raise InterventionError(f"malformed intervention: {error!r}") from None
         intervention = cls(tuple(steps), data.get("name", ""), data.get("origin", ""))

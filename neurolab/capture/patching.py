@@ -28,7 +28,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import nnsight
 import numpy as np
 import pandas as pd
 import torch
@@ -38,7 +37,7 @@ from ..errors import InputError
 from ..models.adapters import get_module
 from ..models.loading import LoadedModel
 from .interventions import Intervention
-from .trace import _check_layers, _edit, _inputs, _last_logits, default_batch_size, intervened
+from .trace import Pass, _check_layers, _inputs, default_batch_size, intervened, run_pass
 
 METRICS = ("fraction", "logit_diff", "ie")
 
@@ -96,45 +95,6 @@ def _encode_aligned(model: LoadedModel, clean: Sequence[str], corrupt: Sequence[
     return _inputs(model, clean), _inputs(model, corrupt)
 
 
-def _run(model: LoadedModel, inputs: dict, layers: Sequence[int], ops: dict, save: bool = False,
-         head_patches: dict | None = None, mlp_patches: dict | None = None):
-    """One trace: the intervention's neuron edits, then the patches, in execution order; saves (when ``save``) every
-    layer's heads (output-projection input) and MLP output, and returns the last-position logits.
-
-    ``head_patches``: layer -> (rows, positions, columns, values), index tensors broadcast to ``[m, d_head]``;
-    ``mlp_patches``: layer -> (rows, positions, values ``[m, d_model]``).
-    """
-    lm = model.lm  # the trace body names only nnsight objects and tensors
-    head_patches, mlp_patches = head_patches or {}, mlp_patches or {}
-    touched = sorted(set(layers) | set(ops) | set(head_patches) | set(mlp_patches))
-    adapter = model.adapter
-    attn = {layer: get_module(lm, adapter.attn_out_path(layer)) for layer in touched}
-    down = {layer: get_module(lm, adapter.mlp_out_path(layer)) for layer in touched}
-    mlps = {layer: get_module(lm, adapter.mlp_path(layer)) for layer in touched}
-    with torch.no_grad(), lm.trace(**inputs, **_last_logits(inputs)):
-        saved = []
-        for layer in touched:  # modules must be visited in execution order: heads, neurons, MLP output
-            if layer in head_patches or (save and layer in layers):
-                heads = attn[layer].input
-                if layer in head_patches:
-                    rows, positions, columns, values = head_patches[layer]
-                    heads[rows, positions, columns] = values
-                if save and layer in layers:
-                    saved.append(heads)
-            if layer in ops:
-                _edit(down[layer].input, ops[layer])
-            if layer in mlp_patches or (save and layer in layers):
-                out = mlps[layer].output
-                if layer in mlp_patches:
-                    rows, positions, values = mlp_patches[layer]
-                    out[rows, positions] = values
-                if save and layer in layers:
-                    saved.append(out)
-        captured = nnsight.save(saved)
-        logits = nnsight.save(lm.output.logits[:, -1])
-    return logits, captured
-
-
 def _answer_stats(logits: torch.Tensor, answers: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Per row: logit(r) - logit(r') and the probabilities of (r, r'); ``answers`` is ``[rows, 2]``."""
     logits = logits.float()
@@ -174,13 +134,12 @@ def patch_components(
     ld_drop = np.zeros((len(jobs), n))
     ie = np.zeros((len(jobs), n))
     with intervened(model, intervention) as ops:
-        logits, saved = _run(model, corrupt_in, patch_layers, ops, save=True)
-        ld_corrupt, _ = _answer_stats(logits, answers)
-        values = {}
-        for i, layer in enumerate(patch_layers):
-            values[layer] = (saved[2 * i], saved[2 * i + 1])  # heads [n, S, H*d], MLP output [n, S, d_model]
-        logits, _ = _run(model, clean_in, [], ops)
-        ld_clean, p_clean = _answer_stats(logits, answers)
+        corrupt_run = run_pass(model, Pass(corrupt_in, ops=ops, components=patch_layers))
+        ld_corrupt, _ = _answer_stats(corrupt_run.logits, answers)
+        values = corrupt_run.components  # layer -> (heads [n, S, H*d], MLP output [n, S, d_model])
+        # the clean run keeps the residual entering each patched layer: a patch at layer L reruns layers L.. only
+        clean_run = run_pass(model, Pass(clean_in, ops=ops, residuals=patch_layers))
+        ld_clean, p_clean = _answer_stats(clean_run.logits, answers)
         size = batch_size or default_batch_size(model, list(clean), 0)
         per_pass = max(1, size // n)
         if progress:
@@ -190,8 +149,11 @@ def patch_components(
             k = len(group)
             inputs = {key: value.repeat(k, 1) for key, value in clean_in.items()}
             head_patches, mlp_patches = _patches(model, group, values, n, d_head)
-            logits, _ = _run(model, inputs, [], ops, head_patches=head_patches, mlp_patches=mlp_patches)
-            ld, p = _answer_stats(logits, answers.repeat(k, 1))
+            start = min(c.layer for c, _ in group)
+            resume = (start, clean_run.residuals[start].repeat(k, 1, 1)) if start > 0 else None
+            patched = run_pass(model, Pass(inputs, ops=ops, head_patches=head_patches, mlp_patches=mlp_patches,
+                                           resume=resume))
+            ld, p = _answer_stats(patched.logits, answers.repeat(k, 1))
             ld_drop[lo:lo + k] = ld_clean[None] - ld.reshape(k, n)
             after = p.reshape(k, n, 2)
             ie[lo:lo + k] = 0.5 * ((after[..., 1] - p_clean[:, 1]) / p_clean[:, 1]

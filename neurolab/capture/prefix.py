@@ -31,15 +31,22 @@ class SharedPrefix:
     def prefix_length(self) -> int:
         return self.prefixes.shape[1]
 
-    def suffix_inputs(self, lo: int, hi: int, cache: DynamicCache, device: torch.device) -> dict:
-        """Model inputs of prompts lo..hi that continue ``cache`` (the prefixes' keys and values)."""
-        rows = self.group[lo:hi].to(device)
+    @property
+    def suffix_length(self) -> int:
+        return self.suffixes.shape[1]
+
+    def suffix_inputs(self, lo: int, hi: int, cache: DynamicCache, device: torch.device, copies: int = 1) -> dict:
+        """Model inputs of prompts lo..hi that continue ``cache`` (the prefixes' keys and values). With ``copies``
+        > 1 the cache holds that many copies of the prefixes, one after another (one per intervention run side by
+        side), and the inputs are prompts lo..hi once per copy, continuing their own copy."""
+        n_prefixes = len(self.prefixes)
+        rows = torch.cat([self.group[lo:hi] + c * n_prefixes for c in range(copies)]).to(device)
         past = DynamicCache(ddp_cache_data=[(layer.keys[rows], layer.values[rows]) for layer in cache.layers])
-        p, s = self.prefix_length, self.suffixes.shape[1]
+        p, s, n = self.prefix_length, self.suffix_length, copies * (hi - lo)
         return {
-            "input_ids": self.suffixes[lo:hi].to(device),
-            "attention_mask": torch.ones(hi - lo, p + s, dtype=torch.long, device=device),
-            "position_ids": torch.arange(p, p + s, device=device).expand(hi - lo, s),
+            "input_ids": self.suffixes[lo:hi].repeat(copies, 1).to(device),
+            "attention_mask": torch.ones(n, p + s, dtype=torch.long, device=device),
+            "position_ids": torch.arange(p, p + s, device=device).expand(n, s),
             "past_key_values": past,
         }
 

@@ -1,17 +1,29 @@
 """Running prompts through a model with nnsight: captured neurons, per-prompt answers, interventions applied.
 
-All ``model.trace()`` code lives here (nnsight reads a trace's source once per file, so it must not sit in a
-hot-reloaded page). A chunk of prompts is one trace, never a trace per prompt. Every tensor of a chunk stays on the
-model's device: the last-position logits are reduced there (top-1, its probability, the probabilities of asked-for
-tokens) and only those numbers and the captured neurons cross to the host, through reused buffers. This module is
-also the one place that applies an :class:`~neurolab.capture.interventions.Intervention`: weight edits around the
-whole computation (under the model lock), neuron ablations and patches inside each trace.
+All ``model.trace()`` code lives here, in one function, :func:`run_pass` (nnsight reads a trace's source once per
+file, so it must not sit in a hot-reloaded page): every caller (grid passes, prefix caches, grid means, gradients,
+component patching) describes what one trace does as a :class:`Pass`. A chunk of prompts is one trace, never a trace
+per prompt. Every tensor of a chunk stays on the model's device: the last-position logits are reduced there (top-1,
+its probability, the probabilities of asked-for tokens) and only those numbers and the captured neurons cross to the
+host, through reused buffers. This module is also the one place that applies an
+:class:`~neurolab.capture.interventions.Intervention`: weight edits around the whole computation (under the model
+lock), neuron edits inside each trace.
+
+**An edit costs only what it changes.** An intervention whose first changed layer is L leaves the residual stream
+entering layer L as the clean model computed it. A clean pass over a grid keeps those residuals (and the final
+residual and the last layer's neurons at the last position) in :mod:`.kept`, within a byte budget; a pass under an
+edit then skips layers 0..L-1 (nnsight's ``skip``), feeding layer L the kept residual. An edit of the last layer's
+neurons needs no layer at all: its logits are the kept final residual minus the edited neurons' change times their
+value vectors, through the final norm and the unembedding (:func:`_last_layer_logits`). Several interventions over
+the same prompts run as one batch, their rows side by side (:func:`run_side_by_side`). Each shortcut equals the full
+pass (tests: logits within 1e-4 in float32 on every family).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -21,11 +33,12 @@ import torch
 from transformers import DynamicCache
 
 from ..errors import InterventionError
-from ..models.adapters import get_module
+from ..models.adapters import get_module, value_vectors
 from ..models.devices import HostStage, chunk_size
 from ..models.loading import LoadedModel
 from ..tasks.grid import OperandGrid, PromptTemplate
-from .interventions import CLEAN, ActivationPatch, Intervention, NeuronAblation, WeightEdit
+from . import kept
+from .interventions import CLEAN, Intervention, LayerOp, NeuronAblation, by_layer
 from .prefix import SharedPrefix, split_shared_prefix
 from .weights import edited_weights
 
@@ -38,16 +51,42 @@ RowMask = Mapping[int, torch.Tensor]
 #: layer -> neuron indices to capture (None: every neuron of the layer)
 Selection = Mapping[int, Sequence[int] | None]
 MAX_BATCH = 4096
+#: a clean pass over at least this many prompts keeps its residuals for the edits that follow
+KEEP_MIN_PROMPTS = 64
 
 
 @dataclass
-class LayerOp:
-    """One activation edit of one layer, ready for the trace: ``values`` is [k] (every position, or the last only
-    when ``last_only``) or [P, k] (per position from the end of the prompt)."""
+class Pass:
+    """What one trace does. Layers are visited in execution order; within a layer: its input (the residual stream),
+    its heads (the attention output projection's input), its neurons (the MLP down projection's input), its MLP
+    output. ``resume = (L, residual)`` skips layers 0..L-1 and feeds ``residual`` to layer L: edits, captures and
+    patches below L are dropped (the residual already carries their effect)."""
 
-    neurons: torch.Tensor
-    values: torch.Tensor
-    last_only: bool = False
+    inputs: dict[str, torch.Tensor]
+    ops: Mapping[int, list[LayerOp]] = field(default_factory=dict)
+    capture: Mapping[int, torch.Tensor | None] = field(default_factory=dict)  # layer -> neuron columns (None: all)
+    all_positions: bool = False  # capture every position, not only the last
+    row_mask: Mapping[int, torch.Tensor] = field(default_factory=dict)  # layer -> bool [batch, d_mlp]: zeroed
+    row_patch: RowPatch = field(default_factory=dict)
+    residuals: Sequence[int] = ()  # layers whose input to return; n_layers: the final norm's input, last position
+    resume: tuple[int, torch.Tensor] | None = None
+    head_patches: Mapping[int, tuple] = field(default_factory=dict)  # layer -> (rows, positions, columns, values)
+    mlp_patches: Mapping[int, tuple] = field(default_factory=dict)  # layer -> (rows, positions, values)
+    components: Sequence[int] = ()  # layers whose heads and MLP output to return
+    cache: bool = False  # return the KV cache (a prefix pass)
+    gradient: tuple[torch.Tensor, torch.Tensor] | None = None  # (good, bad) ids: d(log p(bad) - log p(good))/d neurons
+
+
+@dataclass
+class PassResult:
+    """A trace's outputs, on the model's device."""
+
+    logits: torch.Tensor  # [batch, vocab], last position
+    neurons: dict[int, torch.Tensor]
+    residuals: dict[int, torch.Tensor]
+    components: dict[int, tuple[torch.Tensor, torch.Tensor]]  # layer -> (heads [B, S, H*d], MLP output [B, S, d])
+    gradients: dict[int, torch.Tensor]  # layer -> [batch, d_mlp] at the last position
+    cache: DynamicCache | None = None
 
 
 @dataclass
@@ -62,22 +101,6 @@ class Capture:
     neurons: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [n, k] float32 (k = selected)
 
 
-def _edit(hidden, ops: list[LayerOp]) -> None:
-    """Apply a layer's activation edits to its neuron tensor ``[batch, seq, d_mlp]`` (inside a trace)."""
-    for op in ops:
-        if op.last_only:
-            hidden[:, -1, op.neurons] = op.values
-        elif op.values.dim() == 1:
-            hidden[:, :, op.neurons] = op.values
-        else:  # per position from the end; earlier positions of a longer prompt take the earliest mean
-            seq, known = hidden.shape[1], op.values.shape[0]
-            if seq <= known:
-                hidden[:, :, op.neurons] = op.values[known - seq:]
-            else:
-                hidden[:, seq - known:, op.neurons] = op.values
-                hidden[:, : seq - known, op.neurons] = op.values[0]
-
-
 def _last_logits(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Only the last position's logits are computed (the full [batch, seq, vocab] is never made).
 
@@ -89,51 +112,91 @@ def _last_logits(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {"logits_to_keep": torch.tensor([last], device=inputs["input_ids"].device)}
 
 
-def _trace(model: LoadedModel, inputs: dict[str, torch.Tensor], capture: Mapping[int, torch.Tensor | None],
-           ops: Mapping[int, list[LayerOp]], row_patch: RowPatch | None, remote: bool | str,
-           all_positions: bool = False, row_mask: RowMask | None = None):
-    """One forward pass: edit, mask, patch, then save the captured neurons (after the edits) and last-position
-    logits. ``row_mask`` is this chunk's (layer -> bool [batch, d_mlp], on the model's device)."""
+def run_pass(model: LoadedModel, p: Pass, remote: bool | str = False) -> PassResult:
+    """The one trace of neurolab: see :class:`Pass`."""
     lm = model.lm  # the trace body names only nnsight objects and tensors, so a remote run can serialise it
-    row_patch = row_patch or {}
-    row_mask = row_mask or {}
-    touched = sorted(set(capture) | set(ops) | set(row_patch) | set(row_mask))
-    envoys = {layer: get_module(lm, model.adapter.mlp_out_path(layer)) for layer in touched}
+    adapter, n_layers = model.adapter, model.n_layers
+    start = p.resume[0] if p.resume is not None else 0
+
+    def live(mapping):
+        return {layer: value for layer, value in mapping.items() if layer >= start}
+
+    ops, capture, row_mask, row_patch = live(p.ops), live(p.capture), live(p.row_mask), live(p.row_patch)
+    head_patches, mlp_patches = live(p.head_patches), live(p.mlp_patches)
+    neuron_layers = set(ops) | set(capture) | set(row_mask) | set(row_patch)
+    component_layers = {layer for layer in p.components if layer >= start} | set(head_patches) | set(mlp_patches)
+    block_layers = {layer for layer in p.residuals if start <= layer < n_layers}
+    touched = sorted(neuron_layers | component_layers | block_layers)
+    blocks = get_module(lm, adapter.layers)
+    down = {layer: get_module(lm, adapter.mlp_out_path(layer)) for layer in neuron_layers}
+    heads_in = {layer: get_module(lm, adapter.attn_out_path(layer)) for layer in component_layers}
+    mlp_out = {layer: get_module(lm, adapter.mlp_path(layer)) for layer in component_layers}
+    final_norm = get_module(lm, adapter.final_norm)
+    grad = p.gradient is not None
     options = {"remote": remote} if remote else {}  # True: NDIF (key from the environment); "local": dry run
-    with torch.no_grad(), lm.trace(**inputs, **_last_logits(inputs), **options):
-        saved = []
+    if p.cache:
+        options["use_cache"] = True
+    cache, grads = None, []  # only saved values come back from the trace body
+    with (torch.enable_grad() if grad else torch.no_grad()), lm.trace(**p.inputs, **_last_logits(p.inputs),
+                                                                      **options):
+        if p.resume is not None:
+            for layer in range(start):  # in execution order, before anything of layer ``start``
+                blocks[layer].skip(adapter.block_output(p.resume[1]))
+        neurons, residuals, components, hiddens = [], [], [], []
         for layer in touched:  # modules must be visited in execution order
-            hidden = envoys[layer].input
-            if layer in ops:
-                _edit(hidden, ops[layer])
-            if layer in row_mask:
-                hidden.masked_fill_(row_mask[layer][:, None, :], 0)
-            if layer in row_patch:
-                rows, neurons, values = row_patch[layer]
-                hidden[rows, -1, neurons] = values
-            if layer in capture:
-                part = hidden if all_positions else hidden[:, -1]
-                columns = capture[layer]
-                saved.append(part if columns is None else part[..., columns])
-        captured = nnsight.save(saved)
+            if layer in block_layers:
+                residuals.append(blocks[layer].input)
+            if layer in component_layers:
+                heads = heads_in[layer].input
+                if layer in head_patches:
+                    rows, positions, columns, values = head_patches[layer]
+                    heads[rows, positions, columns] = values
+                if layer in p.components:
+                    components.append(heads)
+            if layer in neuron_layers:
+                hidden = down[layer].input
+                for op in ops.get(layer, ()):
+                    op.apply(hidden)
+                if layer in row_mask:
+                    hidden.masked_fill_(row_mask[layer][:, None, :], 0)
+                if layer in row_patch:
+                    rows, columns, values = row_patch[layer]
+                    hidden[rows, -1, columns] = values
+                if layer in capture:
+                    if grad:
+                        hiddens.append(hidden)
+                    part = hidden if p.all_positions else hidden[:, -1]
+                    columns = capture[layer]
+                    neurons.append(part if columns is None else part[..., columns])
+            if layer in component_layers:
+                out = mlp_out[layer].output
+                if layer in mlp_patches:
+                    rows, positions, values = mlp_patches[layer]
+                    out[rows, positions] = values
+                if layer in p.components:
+                    components.append(out)
+        if n_layers in p.residuals:
+            residuals.append(final_norm.input[:, -1])
+        saved = nnsight.save([neurons, residuals, components])
         logits = nnsight.save(lm.output.logits[:, -1])
-    return logits, dict(zip([layer for layer in touched if layer in capture], captured))
-
-
-def _prefix_cache(model: LoadedModel, plan: SharedPrefix, ops: Mapping[int, list[LayerOp]]) -> DynamicCache:
-    """The shared prefixes' keys and values, with the activation edits that hold at every position applied."""
-    lm = model.lm
-    edits = {layer: [op for op in layer_ops if not op.last_only] for layer, layer_ops in ops.items()}
-    edits = {layer: layer_ops for layer, layer_ops in edits.items() if layer_ops}
-    envoys = {layer: get_module(lm, model.adapter.mlp_out_path(layer)) for layer in sorted(edits)}
-    prefixes = plan.prefixes.to(model.device)
-    inputs = {"input_ids": prefixes, "attention_mask": torch.ones_like(prefixes),
-              "position_ids": torch.arange(plan.prefix_length, device=model.device).expand_as(prefixes)}
-    with torch.no_grad(), lm.trace(**inputs, use_cache=True, **_last_logits(inputs)):
-        for layer in sorted(edits):  # modules must be visited in execution order
-            _edit(envoys[layer].input, edits[layer])
-        cache = nnsight.save(lm.output.past_key_values)
-    return cache
+        if p.cache:
+            cache = nnsight.save(lm.output.past_key_values)
+        if grad:
+            good, bad = p.gradient
+            rows = torch.arange(len(good), device=good.device)
+            logp = lm.output.logits[:, -1].float().log_softmax(-1)
+            metric = (logp[rows, bad] - logp[rows, good]).sum()
+            with metric.backward():
+                grads = nnsight.save([hidden.grad[:, -1] for hidden in hiddens[::-1]])
+    neurons, residuals, components = saved
+    captured = [layer for layer in touched if layer in capture]
+    kept_layers = [layer for layer in touched if layer in block_layers]
+    kept_layers += [n_layers] if n_layers in p.residuals else []
+    component_list = [layer for layer in touched if layer in p.components]
+    return PassResult(
+        logits, dict(zip(captured, neurons)), dict(zip(kept_layers, residuals)),
+        {layer: (components[2 * i], components[2 * i + 1]) for i, layer in enumerate(component_list)},
+        dict(zip(captured, grads[::-1])) if grad else {}, cache)
 
 
 def _check_layers(model: LoadedModel, layers) -> None:
@@ -149,39 +212,53 @@ def _check_neurons(model: LoadedModel, neurons: Sequence[tuple[int, int]]) -> No
         raise InterventionError(f"{', '.join(bad[:5])}: the model has neurons 0..{model.d_mlp - 1} per layer")
 
 
-def _by_layer(neurons: Sequence[tuple[int, int]]) -> dict[int, list[int]]:
-    grouped: dict[int, list[int]] = {}
-    for layer, n in neurons:
-        grouped.setdefault(layer, []).append(n)
-    return grouped
+def _inputs(model: LoadedModel, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+    return {k: v.to(model.device) for k, v in model.encode(list(prompts)).items()}
 
 
-_MEANS: dict[tuple, dict[int, torch.Tensor]] = {}
+def _prompts_key(prompts: Sequence[str]) -> str:
+    return hashlib.blake2b("\n".join(prompts).encode(), digest_size=12).hexdigest()
 
 
-def _grid_means(model: LoadedModel, step: NeuronAblation, edits_key: str) -> dict[int, torch.Tensor]:
-    """Per layer ``[P, k]``: each ablated neuron's mean over the grid's prompts, per position from the end
-    (padding excluded); computed once per model, preceding weight edits and step."""
-    key = (model.fingerprint, edits_key, json.dumps(step.spec(), sort_keys=True))
-    if key not in _MEANS:
+class _Measure:
+    """How steps measure the model while they resolve (:class:`~.interventions.Measure`), under the weight edits
+    already applied; grid means are kept (bounded) per model, edits and step."""
+
+    def __init__(self, model: LoadedModel, edits_key: str) -> None:
+        self.model, self.edits_key = model, edits_key
+
+    def last_values(self, prompt: str, neurons: Sequence[tuple[int, int]]) -> dict[int, torch.Tensor]:
+        columns = {layer: torch.as_tensor(ns, device=self.model.device) for layer, ns in by_layer(neurons).items()}
+        result = run_pass(self.model, Pass(_inputs(self.model, [prompt]), capture=columns))
+        return {layer: acts[0] for layer, acts in result.neurons.items()}
+
+    def grid_means(self, step: NeuronAblation) -> dict[int, torch.Tensor]:
+        """Per layer ``[P, k]``: each neuron's mean over the grid's prompts, per position from the end (padding
+        excluded)."""
+        model = self.model
+        cache = kept.cache_for(model.device)
+        key = ("means", model.fingerprint, self.edits_key, json.dumps(step.spec(), sort_keys=True))
+        found = cache.get(key)
+        if found is not None:
+            return found
         ref = step.grid
         template = PromptTemplate(ref.template, ref.fewshot, ref.seed)
         prompts = OperandGrid(ref.op, ref.max_op, model.max_single_token, template).prompts
-        layers = _by_layer(step.neurons)
-        columns = {layer: torch.as_tensor(ns, device=model.device) for layer, ns in layers.items()}
+        columns = {layer: torch.as_tensor(ns, device=model.device) for layer, ns in by_layer(step.neurons).items()}
         sums: dict[int, torch.Tensor] = {}
         counts = None
         for lo in range(0, len(prompts), MAX_BATCH):
             inputs = _inputs(model, prompts[lo:lo + MAX_BATCH])
-            _, captured = _trace(model, inputs, columns, {}, None, False, all_positions=True)
+            captured = run_pass(model, Pass(inputs, capture=columns, all_positions=True)).neurons
             mask = inputs["attention_mask"].float()  # [B, S], left padding: aligned from the end
             width = mask.shape[1]
             for layer, acts in captured.items():
                 total = (acts.float() * mask[..., None]).sum(0)  # [S, k]
                 sums[layer] = _align_add(sums.get(layer), total, width)
             counts = _align_add(counts, mask.sum(0)[:, None], width)
-        _MEANS[key] = {layer: (sums[layer] / counts.clamp(min=1)).to(model.device) for layer in layers}
-    return _MEANS[key]
+        means = {layer: (sums[layer] / counts.clamp(min=1)).to(model.device) for layer in sums}
+        cache.put(key, means)
+        return means
 
 
 def _align_add(acc: torch.Tensor | None, part: torch.Tensor, width: int) -> torch.Tensor:
@@ -195,47 +272,40 @@ def _align_add(acc: torch.Tensor | None, part: torch.Tensor, width: int) -> torc
     return acc
 
 
-def _edits_key(edits: Sequence[WeightEdit]) -> str:
-    return ",".join(f"{e.parameter}:{e.digest}:{e.factor}" for e in edits)
-
-
-def _resolve_ops(model: LoadedModel, intervention: Intervention,
-                 edits: Sequence[WeightEdit]) -> dict[int, list[LayerOp]]:
-    """Turn the activation steps into per-layer edits on the model's device (means and patch values computed with
-    the weight edits already applied), in step order."""
+def _resolve(model: LoadedModel, intervention: Intervention, edits_key: str) -> dict[int, list[LayerOp]]:
+    """The activation steps as per-layer edits on the model's device, in step order (means and patch values measured
+    with the weight edits already applied)."""
+    measure = _Measure(model, edits_key)
     ops: dict[int, list[LayerOp]] = {}
     for step in intervention.steps:
-        if isinstance(step, WeightEdit):
-            continue
-        _check_neurons(model, step.neurons)
-        if isinstance(step, ActivationPatch):
-            columns = {layer: torch.as_tensor(ns, device=model.device) for layer, ns in _by_layer(step.neurons).items()}
-            _, captured = _trace(model, _inputs(model, [step.source]), columns, {}, None, False)
-            values = {layer: acts[0].to(model.hf.dtype) for layer, acts in captured.items()}
-        elif step.mode == "mean":
-            values = {layer: v.to(model.hf.dtype) for layer, v in _grid_means(model, step, _edits_key(edits)).items()}
-        else:
-            fill = 0.0 if step.mode == "zero" else step.value
-            values = {layer: torch.full((len(ns),), fill, dtype=model.hf.dtype, device=model.device)
-                      for layer, ns in _by_layer(step.neurons).items()}
-        for layer, ns in _by_layer(step.neurons).items():
-            neurons = torch.as_tensor(ns, dtype=torch.long, device=model.device)
-            ops.setdefault(layer, []).append(LayerOp(neurons, values[layer], isinstance(step, ActivationPatch)))
+        for layer, layer_ops in step.layer_ops(model, measure).items():
+            ops.setdefault(layer, []).extend(layer_ops)
     return ops
+
+
+def _edits_key(intervention: Intervention) -> str:
+    return ",".join(f"{e.parameter}:{e.digest}:{e.factor}" for e in intervention.weight_edits)
+
+
+@contextmanager
+def intervened_many(model: LoadedModel, interventions: Sequence[Intervention]) -> Iterator[list[dict]]:
+    """Under the model lock: the (shared) weight edits applied, undone on exit bit-exactly, and each intervention's
+    activation edits resolved. Interventions run side by side must share their weight edits (weights are one per
+    model, not one per row)."""
+    interventions = list(interventions) or [CLEAN]
+    edits_key = _edits_key(interventions[0])
+    if any(_edits_key(iv) != edits_key for iv in interventions):
+        raise InterventionError("interventions run side by side must edit the same weights")
+    with model.lock, edited_weights(model, interventions[0].weight_edits):
+        yield [_resolve(model, iv, edits_key) for iv in interventions]
 
 
 @contextmanager
 def intervened(model: LoadedModel, intervention: Intervention | None):
     """Under the model lock: the weight edits applied (undone on exit, bit-exactly) and the activation edits ready
-    for :func:`_trace`. Everything that runs the model goes through here."""
-    intervention = intervention or CLEAN
-    edits = [step for step in intervention.steps if isinstance(step, WeightEdit)]
-    with model.lock, edited_weights(model, edits):
-        yield _resolve_ops(model, intervention, edits)
-
-
-def _inputs(model: LoadedModel, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-    return {k: v.to(model.device) for k, v in model.encode(list(prompts)).items()}
+    for a :class:`Pass`. Everything that runs the model goes through here."""
+    with intervened_many(model, [intervention or CLEAN]) as (ops,):
+        yield ops
 
 
 def default_batch_size(model: LoadedModel, prompts: Sequence[str], captured_per_prompt: int,
@@ -252,95 +322,275 @@ def default_batch_size(model: LoadedModel, prompts: Sequence[str], captured_per_
     return chunk_size(model.device, per_prompt, cap=MAX_BATCH)
 
 
-ChunkCallback = Callable[[int, int, Capture], None]
+def _side_by_side(variant_ops: Sequence[Mapping[int, list[LayerOp]]], rows: int) -> dict[int, list[LayerOp]]:
+    """Each variant's edits on its own block of ``rows`` rows (variant v: rows v*rows .. (v+1)*rows - 1)."""
+    if len(variant_ops) == 1:
+        return dict(variant_ops[0])
+    ops: dict[int, list[LayerOp]] = {}
+    for v, layer_ops in enumerate(variant_ops):
+        for layer, items in layer_ops.items():
+            ops.setdefault(layer, []).extend(op.on_rows(slice(v * rows, (v + 1) * rows)) for op in items)
+    return ops
 
 
-def stream(model: LoadedModel, prompts: Sequence[str], on_chunk: ChunkCallback, *, layers: Selection | None = None,
-           token_ids: torch.Tensor | None = None, logits: bool = False, intervention: Intervention | None = None,
-           batch_size: int | None = None, remote: bool | str = False, row_patch: RowPatch | None = None,
-           half: bool = False, share_prefix: bool = True, row_mask: RowMask | None = None) -> None:
-    """Run ``prompts`` chunk by chunk, calling ``on_chunk(lo, hi, capture)`` with each chunk's results.
+def _prefix_ops(ops: Mapping[int, list[LayerOp]], plan: SharedPrefix) -> dict[int, list[LayerOp]]:
+    """The edits that hold at the prefix positions: every-position edits as they are, per-position ones cut to the
+    prefix's positions of the whole prompt (last-position edits do not reach the prefix)."""
+    p, s = plan.prefix_length, plan.suffix_length
+    found: dict[int, list[LayerOp]] = {}
+    for layer, items in ops.items():
+        for op in items:
+            if op.last_only:
+                continue
+            if op.per_position:
+                values = op.values
+                if values.shape[0] < p + s:  # earlier positions take the earliest value, as LayerOp.apply does
+                    pad = values[:1].expand(p + s - values.shape[0], -1)
+                    values = torch.cat([pad, values])
+                op = LayerOp(op.neurons, values[-(p + s):][:p], False, op.rows)
+            found.setdefault(layer, []).append(op)
+    return found
 
-    Prompts that share their beginning (a grid) run as one pass over the distinct prefixes and one over the
-    suffixes, continuing the prefixes' KV cache (:mod:`.prefix`); ``share_prefix=False``, a per-prompt patch or
-    mask, a remote run or a per-position mean ablation run the plain pass. ``row_mask`` (layer -> bool
-    [len(prompts), d_mlp]) zeroes, in each prompt's row, its own neurons at every position (after the
-    intervention's edits): one pass ablates a different set of neurons per prompt.
-    ``layers`` maps a layer to the neurons to capture (None: all of them). ``token_ids`` ([n, t]) asks for those
-    tokens' probabilities per prompt. ``half`` moves captured neurons as float16 (what the store keeps).
-    The arrays handed to ``on_chunk`` live in reused buffers: copy what must outlive the call.
-    """
+
+def _prefix_cache(model: LoadedModel, plan: SharedPrefix, ops: Mapping[int, list[LayerOp]],
+                  copies: int = 1) -> DynamicCache:
+    """The shared prefixes' keys and values (``copies`` times, one block per variant), with the edits applied."""
+    prefixes = plan.prefixes.to(model.device).repeat(copies, 1)
+    inputs = {"input_ids": prefixes, "attention_mask": torch.ones_like(prefixes),
+              "position_ids": torch.arange(plan.prefix_length, device=model.device).expand_as(prefixes)}
+    return run_pass(model, Pass(inputs, ops=ops, cache=True)).cache
+
+
+@dataclass
+class _Kept:
+    """Clean results of one grid kept for later edits, all rows in prompt order: residual entering each layer (at
+    the suffix positions on the prefix-shared path, every position on the plain one), the final residual and the
+    last layer's neurons at the last position."""
+
+    key: tuple
+
+    def layer(self, model: LoadedModel, layer: int) -> torch.Tensor | None:
+        return kept.cache_for(model.device).get((*self.key, layer))
+
+    def put(self, model: LoadedModel, layer: int, value) -> None:
+        kept.cache_for(model.device).put((*self.key, layer), value)
+
+    def has_last(self, model: LoadedModel) -> bool:
+        """Whether the last-layer shortcut's inputs (final residual, last layer's neurons) are kept."""
+        cache = kept.cache_for(model.device)
+        return (*self.key, "last") in cache and (*self.key, model.n_layers) in cache
+
+
+def _uniform_length(model: LoadedModel, prompts: Sequence[str]) -> bool:
+    lengths = {len(ids) for ids in model.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]}
+    return len(lengths) == 1
+
+
+def _last_layer_logits(model: LoadedModel, final: torch.Tensor, acts: torch.Tensor,
+                       ops: Mapping[int, list[LayerOp]], row_mask: Mapping[int, torch.Tensor]) -> torch.Tensor:
+    """Logits at the last position when only the last layer's neurons change: the MLP output is linear in them, so
+    the final residual moves by (new - old) @ W_out, then the final norm and the unembedding. ``final`` [B, d] and
+    ``acts`` [B, d_mlp] are the clean model's."""
+    last = model.n_layers - 1
+    new = acts.clone().unsqueeze(1)  # [B, 1, d_mlp]: one position, the last
+    for op in ops.get(last, ()):
+        op.apply(new)
+    if last in row_mask:
+        new.masked_fill_(row_mask[last][:, None, :], 0)
+    projection = get_module(model.hf, model.adapter.mlp_out_path(last))
+    moved = final + (new.squeeze(1) - acts) @ value_vectors(projection)
+    norm = get_module(model.hf, model.adapter.final_norm)
+    head = get_module(model.hf, model.adapter.unembed)
+    return head(norm(moved))
+
+
+def _engine(model: LoadedModel, prompts: Sequence[str], variants: Sequence[Intervention],
+            on_chunk: Callable[[int, int, list[Capture]], None], *, layers: Selection, token_ids: torch.Tensor | None,
+            logits: bool, batch_size: int | None, remote: bool | str, row_patch: RowPatch | None, half: bool,
+            share_prefix: bool, row_mask: RowMask | None, keep: bool) -> None:
+    """Run ``prompts`` under each of ``variants`` (their rows side by side in each trace), chunk by chunk, calling
+    ``on_chunk(lo, hi, [capture per variant])``. See :func:`stream` for the options and the module's docstring for
+    what is kept and skipped."""
     layers = dict(layers or {})
-    _check_layers(model, [*layers, *(row_patch or {}), *(row_mask or {})])
-    for layer, mask in (row_mask or {}).items():
+    row_mask, row_patch = dict(row_mask or {}), dict(row_patch or {})
+    _check_layers(model, [*layers, *row_patch, *row_mask])
+    for layer, mask in row_mask.items():
         if tuple(mask.shape) != (len(prompts), model.d_mlp) or mask.dtype != torch.bool:
             raise InterventionError(f"row_mask of layer {layer}: need bool [{len(prompts)}, {model.d_mlp}], "
                                     f"got {mask.dtype} {list(mask.shape)}")
     for layer, columns in layers.items():
         if columns is not None:
             _check_neurons(model, [(layer, n) for n in columns])
+    copies = len(variants)
+    if copies > 1 and (row_mask or row_patch):
+        raise InterventionError("per-prompt masks and patches run one intervention at a time")
     captured_width = sum(model.d_mlp if c is None else len(c) for c in layers.values())
-    size = batch_size or default_batch_size(model, prompts, captured_width, logits)
+    size = batch_size or max(1, default_batch_size(model, prompts, captured_width, logits) // copies)
     if row_patch and len(prompts) > size:
         raise InterventionError("patching per prompt needs every prompt in one batch: raise batch_size")
     stage = HostStage()
-    with intervened(model, intervention) as ops:
+    n_layers = model.n_layers
+    with intervened_many(model, variants) as variant_ops:
         columns = {layer: None if c is None else torch.as_tensor(list(c), dtype=torch.long, device=model.device)
                    for layer, c in layers.items()}
-        per_position = any(op.values.dim() > 1 for layer_ops in ops.values() for op in layer_ops)
-        plan = None if (row_patch or row_mask or remote or per_position or not share_prefix) else split_shared_prefix(
+        plan = None if (row_patch or row_mask or remote or not share_prefix) else split_shared_prefix(
             model.tokenizer, prompts)
-        if plan is not None and len(plan.prefixes) > size:  # the prefixes must fit one batch themselves
+        if plan is not None and copies * len(plan.prefixes) > size:  # the prefixes must fit one batch themselves
             plan = None
-        cache = _prefix_cache(model, plan, ops) if plan is not None else None
+        uniform = plan is not None or (not remote and len(prompts) >= KEEP_MIN_PROMPTS
+                                       and _uniform_length(model, prompts))
+        store = _Kept((model.fingerprint, _prompts_key(prompts), plan is not None)) if uniform else None
+        # the first layer anything changes, and the first one read: everything before is the clean model's
+        edit_start = min([iv.first_layer(model) for iv in variants] + list(row_mask) + list(row_patch),
+                         default=n_layers)
+        start = min([edit_start, *layers])
+        weights = any(iv.weight_edits for iv in variants)
+        clean = edit_start == n_layers and not weights
+        shortcut = (store is not None and edit_start == n_layers - 1 and start == edit_start and not row_patch
+                    and not weights and not remote and store.has_last(model))
+        resume_from = None
+        if store is not None and not shortcut and 0 < start < n_layers and store.layer(model, start) is not None:
+            resume_from = start
+        keep_layers: list[int] = []
+        keep_last = False
+        if store is not None and keep and not remote and not shortcut:
+            if clean and len(prompts) >= KEEP_MIN_PROMPTS:
+                keep_layers = [layer for layer in range(max(1, start if resume_from else 1), n_layers + 1)
+                               if store.layer(model, layer) is None]
+                keep_last = not store.has_last(model)
+            elif 0 < start < n_layers and resume_from is None:
+                keep_layers = [start]  # under the edit, the residual entering its first layer is still clean
+        kept_parts: dict = {layer: [] for layer in keep_layers}
+        if keep_last:
+            kept_parts["last"] = []
+        cache = None
+        if plan is not None and not shortcut:
+            cache = _prefix_cache(model, plan, _prefix_ops(_side_by_side(variant_ops, len(plan.prefixes)), plan),
+                                  copies)
         for lo in range(0, len(prompts), size):
             hi = min(len(prompts), lo + size)
-            inputs = (plan.suffix_inputs(lo, hi, cache, model.device) if plan is not None
-                      else _inputs(model, prompts[lo:hi]))
-            masks = {layer: mask[lo:hi].to(model.device) for layer, mask in (row_mask or {}).items()}
-            out, captured = _trace(model, inputs, columns, ops, row_patch, remote, row_mask=masks)
+            rows = hi - lo
+            ops = _side_by_side(variant_ops, rows)
+            masks = {layer: mask[lo:hi].to(model.device) for layer, mask in row_mask.items()}
+            if shortcut:
+                final, acts = store.layer(model, n_layers), store.layer(model, "last")
+                out = _last_layer_logits(model, final[lo:hi].repeat(copies, 1), acts[lo:hi].repeat(copies, 1), ops,
+                                         masks)
+                result = PassResult(out, {}, {}, {}, {})
+            else:
+                inputs = (plan.suffix_inputs(lo, hi, cache, model.device, copies) if plan is not None
+                          else _inputs(model, prompts[lo:hi] * copies))
+                resume = None
+                if resume_from is not None:
+                    resume = (resume_from, store.layer(model, resume_from)[lo:hi].repeat(copies, 1, 1))
+                wanted = dict(columns)
+                if "last" in kept_parts:
+                    wanted.setdefault(n_layers - 1, None)
+                result = run_pass(model, Pass(inputs, ops=ops, capture=wanted, row_mask=masks, row_patch=row_patch,
+                                              residuals=keep_layers, resume=resume), remote)
+                for layer in keep_layers:
+                    kept_parts[layer].append(result.residuals[layer][:rows])
+                if "last" in kept_parts:
+                    kept_parts["last"].append(result.neurons[n_layers - 1][:rows].clone())
+            out = result.logits
             probs = out.float().softmax(-1)
             top_prob, top = probs.max(-1)
-            chunk = Capture(stage.copy("top1", top), stage.copy("top1_prob", top_prob))
-            if token_ids is not None:
-                chunk.token_probs = stage.copy("tokens", probs.gather(1, token_ids[lo:hi].to(probs.device)))
-            if logits:
-                chunk.logits = out.float().cpu()
-            cast = torch.float16 if half else torch.float32
-            chunk.neurons = {layer: torch.from_numpy(stage.copy(f"L{layer}", acts.to(cast)))
-                             for layer, acts in captured.items()}
+            chunks = []
+            for v in range(copies):
+                part = slice(v * rows, (v + 1) * rows)
+                chunk = Capture(stage.copy(f"top1.{v}", top[part]), stage.copy(f"top1_prob.{v}", top_prob[part]))
+                if token_ids is not None:
+                    picked = probs[part].gather(1, token_ids[lo:hi].to(probs.device))
+                    chunk.token_probs = stage.copy(f"tokens.{v}", picked)
+                if logits:
+                    chunk.logits = out[part].float().cpu()
+                cast = torch.float16 if half else torch.float32
+                chunk.neurons = {layer: torch.from_numpy(stage.copy(f"L{layer}.{v}", result.neurons[layer][part]
+                                                                     .to(cast)))
+                                 for layer in columns}
+                chunks.append(chunk)
             stage.wait()
-            on_chunk(lo, hi, chunk)
+            on_chunk(lo, hi, chunks)
+        if store is not None:
+            for layer, parts in kept_parts.items():
+                if len(parts) * size >= len(prompts) and parts:  # every chunk ran
+                    store.put(model, layer, torch.cat(parts))
+
+
+def stream(model: LoadedModel, prompts: Sequence[str], on_chunk: Callable[[int, int, Capture], None], *,
+           layers: Selection | None = None, token_ids: torch.Tensor | None = None, logits: bool = False,
+           intervention: Intervention | None = None, batch_size: int | None = None, remote: bool | str = False,
+           row_patch: RowPatch | None = None, half: bool = False, share_prefix: bool = True,
+           row_mask: RowMask | None = None, keep: bool = True) -> None:
+    """Run ``prompts`` chunk by chunk, calling ``on_chunk(lo, hi, capture)`` with each chunk's results.
+
+    Prompts that share their beginning (a grid) run as one pass over the distinct prefixes and one over the
+    suffixes, continuing the prefixes' KV cache (:mod:`.prefix`); ``share_prefix=False``, a per-prompt patch or
+    mask, or a remote run take the plain pass. ``row_mask`` (layer -> bool [len(prompts), d_mlp]) zeroes, in each
+    prompt's row, its own neurons at every position (after the intervention's edits): one pass ablates a different
+    set of neurons per prompt. ``layers`` maps a layer to the neurons to capture (None: all of them). ``token_ids``
+    ([n, t]) asks for those tokens' probabilities per prompt. ``half`` moves captured neurons as float16 (what the
+    store keeps). A clean pass keeps its residuals for later edits of the same prompts (``keep``; see the module's
+    docstring), and an edited one starts where the kept residuals let it. The arrays handed to ``on_chunk`` live
+    in reused buffers: copy what must outlive the call.
+    """
+    _engine(model, prompts, [intervention or CLEAN], lambda lo, hi, chunks: on_chunk(lo, hi, chunks[0]),
+            layers=layers or {}, token_ids=token_ids, logits=logits, batch_size=batch_size, remote=remote,
+            row_patch=row_patch, half=half, share_prefix=share_prefix, row_mask=row_mask, keep=keep)
+
+
+def _gather(model: LoadedModel, prompts: Sequence[str], variants: Sequence[Intervention], *,
+            layers: Selection | Sequence[int] | None = (), token_ids: torch.Tensor | None = None, logits: bool = False,
+            **options) -> list[Capture]:
+    if layers is None:
+        layers = dict.fromkeys(range(model.n_layers))
+    elif not isinstance(layers, Mapping):
+        layers = dict.fromkeys(sorted(set(layers)))
+    parts: list[list[Capture]] = [[] for _ in variants]
+
+    def keep(lo: int, hi: int, chunks: list[Capture]) -> None:
+        for found, chunk in zip(parts, chunks):
+            found.append(Capture(
+                chunk.top1.copy(), chunk.top1_prob.copy(),
+                None if chunk.token_probs is None else chunk.token_probs.copy(), chunk.logits,
+                {layer: acts.clone() for layer, acts in chunk.neurons.items()}))
+
+    _engine(model, prompts, variants, keep, layers=layers, token_ids=token_ids, logits=logits,
+            batch_size=options.get("batch_size"), remote=options.get("remote", False),
+            row_patch=options.get("row_patch"), half=False, share_prefix=options.get("share_prefix", True),
+            row_mask=options.get("row_mask"), keep=options.get("keep", True))
+    return [_concatenate(found, token_ids is not None, logits) for found in parts]
+
+
+def _concatenate(parts: list[Capture], tokens: bool, logits: bool) -> Capture:
+    if not parts:
+        return Capture(np.empty(0, np.int64), np.empty(0, np.float32))
+    return Capture(
+        np.concatenate([p.top1 for p in parts]), np.concatenate([p.top1_prob for p in parts]),
+        np.concatenate([p.token_probs for p in parts]) if tokens else None,
+        torch.cat([p.logits for p in parts]) if logits else None,
+        {layer: torch.cat([p.neurons[layer] for p in parts]) for layer in parts[0].neurons},
+    )
 
 
 def run(model: LoadedModel, prompts: Sequence[str], layers: Selection | Sequence[int] | None = (), *,
         token_ids: torch.Tensor | None = None, logits: bool = False, intervention: Intervention | None = None,
         batch_size: int | None = None, remote: bool | str = False, row_patch: RowPatch | None = None,
-        share_prefix: bool = True, row_mask: RowMask | None = None) -> Capture:
+        share_prefix: bool = True, row_mask: RowMask | None = None, keep: bool = True) -> Capture:
     """Run ``prompts`` and gather every chunk's results (see :func:`stream`). ``layers``: a selection mapping, a list
     of layers (all their neurons), or None for every neuron of every layer."""
-    if layers is None:
-        layers = dict.fromkeys(range(model.n_layers))
-    elif not isinstance(layers, Mapping):
-        layers = dict.fromkeys(sorted(set(layers)))
-    parts: list[Capture] = []
+    return _gather(model, prompts, [intervention or CLEAN], layers=layers, token_ids=token_ids, logits=logits,
+                   batch_size=batch_size, remote=remote, row_patch=row_patch, share_prefix=share_prefix,
+                   row_mask=row_mask, keep=keep)[0]
 
-    def keep(lo: int, hi: int, chunk: Capture) -> None:
-        parts.append(Capture(
-            chunk.top1.copy(), chunk.top1_prob.copy(),
-            None if chunk.token_probs is None else chunk.token_probs.copy(), chunk.logits,
-            {layer: acts.clone() for layer, acts in chunk.neurons.items()}))
 
-    stream(model, prompts, keep, layers=layers, token_ids=token_ids, logits=logits, intervention=intervention,
-           batch_size=batch_size, remote=remote, row_patch=row_patch, share_prefix=share_prefix, row_mask=row_mask)
-    if not parts:
-        return Capture(np.empty(0, np.int64), np.empty(0, np.float32))
-    return Capture(
-        np.concatenate([p.top1 for p in parts]), np.concatenate([p.top1_prob for p in parts]),
-        None if token_ids is None else np.concatenate([p.token_probs for p in parts]),
-        torch.cat([p.logits for p in parts]) if logits else None,
-        {layer: torch.cat([p.neurons[layer] for p in parts]) for layer in parts[0].neurons},
-    )
+def run_side_by_side(model: LoadedModel, prompts: Sequence[str], interventions: Sequence[Intervention], *,
+                     token_ids: torch.Tensor | None = None, logits: bool = False,
+                     batch_size: int | None = None) -> list[Capture]:
+    """``prompts`` under each of ``interventions`` as one batched pass (their rows side by side), each starting
+    where the kept clean residuals allow: an ablation and its random control cost one trace, not two. The
+    interventions must share their weight edits."""
+    return _gather(model, prompts, interventions, token_ids=token_ids, logits=logits, batch_size=batch_size)
 
 
 def neuron_gradients(
@@ -352,30 +602,12 @@ def neuron_gradients(
     One forward and one backward pass (attribution patching's linearisation), under ``intervention``; returns
     ``(activations, gradients)``, each layer -> ``[len(prompts), d_mlp]`` float32 on the host.
     """
-    lm = model.lm
     layers = sorted(layers)
     _check_layers(model, layers)
     with intervened(model, intervention) as ops:
-        touched = sorted(set(layers) | set(ops))
-        envoys = {layer: get_module(lm, model.adapter.mlp_out_path(layer)) for layer in touched}
-        inputs = _inputs(model, prompts)
-        rows = torch.arange(len(prompts), device=model.device)
-        good, bad = good.to(model.device), bad.to(model.device)
-        with torch.enable_grad(), lm.trace(**inputs, **_last_logits(inputs)):
-            hiddens = []
-            for layer in touched:
-                hidden = envoys[layer].input
-                if layer in ops:
-                    _edit(hidden, ops[layer])
-                if layer in layers:
-                    hiddens.append(hidden)
-            acts = nnsight.save([hidden[:, -1] for hidden in hiddens])
-            logp = lm.output.logits[:, -1].float().log_softmax(-1)
-            metric = (logp[rows, bad] - logp[rows, good]).sum()
-            with metric.backward():
-                grads = nnsight.save([hidden.grad[:, -1] for hidden in hiddens[::-1]])
-    grads = grads[::-1]
+        result = run_pass(model, Pass(_inputs(model, prompts), ops=ops, capture=dict.fromkeys(layers),
+                                      gradient=(good.to(model.device), bad.to(model.device))))
     return (
-        {layer: a.detach().float().cpu() for layer, a in zip(layers, acts)},
-        {layer: g.detach().float().cpu() for layer, g in zip(layers, grads)},
+        {layer: a.detach().float().cpu() for layer, a in result.neurons.items()},
+        {layer: g.detach().float().cpu() for layer, g in result.gradients.items()},
     )

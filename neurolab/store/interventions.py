@@ -44,11 +44,12 @@ class InterventionTables:
             raise StoreError(f"no saved intervention named or keyed {key_or_name!r} in {self.path} "
                              "(`python -m neurolab interventions list` shows them)")
         spec = json.loads(row[0])
+        # specs saved before the JSON listed its tensors name them in their steps' "mask"
+        digests = spec.get("tensors", [step["mask"] for step in spec["steps"] if "mask" in step])
         tensors = {}
-        for step in spec["steps"]:
-            if step["kind"] == "weight_edit":
-                path = self.values_dir / "masks" / f"{step['mask']}.safetensors"
-                if not path.exists():
-                    raise StoreError(f"the mask file {path} of intervention {spec['key']} is missing")
-                tensors[step["mask"]] = load_file(str(path))["mask"]
+        for digest in digests:
+            path = self.values_dir / "masks" / f"{digest}.safetensors"
+            if not path.exists():
+                raise StoreError(f"the mask file {path} of intervention {spec['key']} is missing")
+            tensors[digest] = load_file(str(path))["mask"]
         return spec, tensors
