@@ -111,7 +111,7 @@ class Phases:
         self.start = time.perf_counter()
         self.calls: list[tuple[float, int]] = []
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int, stage: str = "") -> None:
         self.calls.append((time.perf_counter(), done))
 
     def split(self, end: float) -> dict[str, float] | None:

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import psutil
 import torch
-from transformers.pytorch_utils import Conv1D
 
 from neurolab.analysis import mathneuro as mn
 from neurolab.capture.norms import input_norms
+from neurolab.models.adapters import in_out_features
 from neurolab.models.loading import load_model
 from neurolab.tasks.samples import load_samples
 
@@ -177,8 +177,7 @@ def main() -> None:
     print()
     print(f"max relative difference of the importance scores: {max_rel:.2e}; masks identical at every K: "
           f"{'yes' if all_identical else 'NO'}")
-    norm_bytes = sum(4 * (m.weight.shape[0] if isinstance(m, Conv1D) else m.weight.shape[1])
-                     for m in modules.values())
+    norm_bytes = sum(4 * in_out_features(m)[0] for m in modules.values())
     print(f"accumulator sizes: streaming {mib(norm_bytes)} "
           f"of [in] norms (+ one [out, in] score per matrix at the end: {mib(4 * params)}), reference "
           f"{mib(4 * params)} of [out, in] totals + an [out, in] temporary per matrix per sample")

@@ -32,7 +32,6 @@ Run: ``HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/mathneuro_frontier.py`` (~15
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import tempfile
@@ -43,6 +42,7 @@ import torch
 
 from neurolab.analysis import mathneuro as mn
 from neurolab.analysis.evaluation import arithmetic_score, nonmath_score
+from neurolab.keys import DATA_DIGEST_SIZE, digest
 from neurolab.models.loading import load_model
 from neurolab.store import Store
 from neurolab.tasks.arithmetic import OPERATORS, answer, valid_pairs
@@ -105,8 +105,8 @@ class Search:
         return time.perf_counter() - self.start > self.budget_s
 
     def scores(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        digest = hashlib.blake2b(json.dumps(texts).encode(), digest_size=12).hexdigest()
-        norms = mn.summed_norms(self.model, texts, {"frontier": digest, "n": len(texts)}, self.store)
+        key = digest(json.dumps(texts), size=DATA_DIGEST_SIZE)
+        norms = mn.summed_norms(self.model, texts, {"frontier": key, "n": len(texts)}, self.store)
         return mn.importance(self.modules, norms)
 
     def accuracy(self, intervention) -> dict:

@@ -17,7 +17,7 @@ from neurolab.viz.figures import (
     number_line_figure,
     result_figure,
 )
-from pages import model_sidebar, most_active_neurons, pick_neuron, shared_store
+from pages import model_sidebar, most_active_neurons, pick_neuron, progress_bar, shared_store
 
 st.set_page_config(page_title="neurolab · operand grid", page_icon="🧮", layout="wide")
 st.title("Operand grid")
@@ -54,16 +54,14 @@ if not stored:
     st.info(f"The {op} grid ({len(grid):,} prompts, template `{template.key}`) has no stored neuron maps for this "
             f"model yet. The sweep would store {plan.describe(len(model.number_token_ids))}.")
     if st.button(f"Run the sweep ({len(grid):,} prompts)", key="run_sweep"):
-        bar = st.progress(0.0, text="sweeping ...")
-        result = run_sweep(model, store, op, max_op=int(max_op), template=template,
-                           progress=lambda done, total: bar.progress(done / total, text=f"{done:,}/{total:,} prompts"))
+        with progress_bar("sweeping", "prompts") as progress:
+            result = run_sweep(model, store, op, max_op=int(max_op), template=template, progress=progress)
         sweep_id, stored = result.sweep_id, store.sweep_info(result.sweep_id)["stored"]
-        bar.empty()
         st.success(f"Stored {result.n_prompts:,} prompts x {len(result.layers)} layers in {store.path}.")
 if not stored:
     st.stop()
 
-prompts = store.prompts(sweep_id)
+prompts = store.cached_prompts(sweep_id)
 st.caption(f"Model accuracy on this grid: {prompts['correct'].mean():.1%} of {len(prompts):,} prompts "
            f"(store: {store.path}).")
 

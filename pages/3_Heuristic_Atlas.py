@@ -7,7 +7,7 @@ from neurolab.analysis.classification import MAP_MODES, ClassifySettings, classi
 from neurolab.tasks.arithmetic import OPERATORS
 from neurolab.tasks.grid import TEMPLATES
 from neurolab.viz.figures import atlas_counts_figure
-from pages import model_sidebar, pick_neuron, shared_store
+from pages import model_sidebar, pick_neuron, progress_bar, shared_store
 
 st.set_page_config(page_title="neurolab · heuristic atlas", page_icon="🧮", layout="wide")
 st.title("Heuristic Atlas")
@@ -23,12 +23,10 @@ with st.expander("Classify an operator", expanded=False):
     top_n = c4.number_input("Top neurons per layer", 1, model.d_mlp, min(200, model.d_mlp), key="atlas_top_n")
     threshold = c5.slider("Threshold", 0.3, 1.0, 0.6, 0.05, key="atlas_threshold")
     if st.button("Classify", key="atlas_classify"):
-        bar = st.progress(0.0, text="starting ...")
-        result = classify_operator(
-            model, store, op, int(max_op), TEMPLATES["plain"],
-            ClassifySettings(maps=maps, top_n=int(top_n), threshold=float(threshold)),
-            progress=lambda stage, f: bar.progress(min(1.0, f), text=stage))
-        bar.empty()
+        with progress_bar("classifying") as progress:
+            result = classify_operator(
+                model, store, op, int(max_op), TEMPLATES["plain"],
+                ClassifySettings(maps=maps, top_n=int(top_n), threshold=float(threshold)), progress=progress)
         st.success(f"{op}: layers {result.layers} classified (first heuristics layer {result.first_layer}).")
         st.dataframe(result.coverage(), hide_index=True)
         st.caption("Per-layer evidence for the first heuristics layer (how much the MLP output promotes the answer):")

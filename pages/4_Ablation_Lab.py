@@ -12,7 +12,7 @@ from neurolab.errors import NeurolabError
 from neurolab.tasks.arithmetic import OPERATORS, PromptError
 from neurolab.viz.ablation import accuracy_figure, effect_map_figure
 from neurolab.viz.figures import next_token_figure
-from pages import ACTIVE_KEY, PICKS_KEY, model_sidebar, shared_store
+from pages import ACTIVE_KEY, PICKS_KEY, model_sidebar, progress_bar, shared_store
 
 st.set_page_config(page_title="neurolab · ablation lab", page_icon="🧮", layout="wide")
 st.title("Ablation Lab")
@@ -60,7 +60,7 @@ try:
         label = st.selectbox("Saved ablations", [f"{r.name or '-'} · {r.key}" for r in saved.itertuples()],
                              key="lab_saved")
         loaded = Intervention.from_json(*store.load_intervention(label.rsplit(" · ", 1)[1]))
-        neurons = sorted({n for step in loaded.steps for n in getattr(step, "neurons", ())})
+        neurons = list(loaded.neurons)
         origin = loaded.origin or "saved"
 except (NeurolabError, ValueError) as error:
     st.error(str(error))
@@ -85,10 +85,8 @@ store.save_intervention(chosen.to_json(), chosen.tensors())
 if st.session_state.get(ACTIVE_KEY) != chosen.key:
     st.session_state[ACTIVE_KEY] = chosen.key
     st.rerun()  # so the sidebar (drawn first) shows the new ablation
-bar = st.progress(0.0, text="...")
-result = ablate_grid(model, store, op, chosen, max_op, control_seed=seed,
-                     progress=lambda stage, fraction: bar.progress(min(1.0, fraction), text=stage))
-bar.empty()
+with progress_bar("ablation", "prompts") as update:
+    result = ablate_grid(model, store, op, chosen, max_op, control_seed=seed, progress=update)
 
 summary = result.summary()
 m1, m2, m3 = st.columns(3)

@@ -10,7 +10,7 @@ from neurolab.errors import NeurolabError
 from neurolab.tasks.arithmetic import OPERATORS
 from neurolab.viz.circuit import circuit_heatmap
 from neurolab.viz.experiments import failure_figure, heuristic_knockout_figure, prompt_knockout_figure
-from pages import active_intervention, model_sidebar, shared_store
+from pages import active_intervention, model_sidebar, progress_bar, shared_store
 
 st.set_page_config(page_title="neurolab · circuit", page_icon="🧮", layout="wide")
 st.title("Circuit and causal checks")
@@ -28,17 +28,6 @@ if active is not None:
     st.caption(f"Computed under the active ablation: {active.describe()}.")
 
 
-def progress_bar(label: str):
-    """A Streamlit bar for the core's ``(stage, fraction)`` or ``(done, total)`` callbacks."""
-    bar = st.progress(0.0, text=label)
-
-    def update(first, second) -> None:
-        fraction = second if isinstance(first, str) else first / max(1, second)
-        bar.progress(min(1.0, float(fraction)), text=first if isinstance(first, str) else label)
-
-    return bar, update
-
-
 patching, knockout, failures = st.tabs(["Circuit patching", "Knockouts", "Failure analysis"])
 
 with patching:
@@ -48,14 +37,13 @@ with patching:
     pairs = int(p2.number_input("Prompt pairs", 2, 500, 20, key="circuit_pairs"))
     seed = int(p3.number_input("Seed", 0, 10_000, 0, key="circuit_seed"))
     if st.button("Patch every MLP and head at every position", key="circuit_run"):
-        bar, update = progress_bar("patching ...")
         try:
-            effects = circuit_effects(model, store, op, max_op, rule=rule, n=pairs, seed=seed, intervention=active,
-                                      progress=update)
+            with progress_bar("patching", "passes") as update:
+                effects = circuit_effects(model, store, op, max_op, rule=rule, n=pairs, seed=seed,
+                                          intervention=active, progress=update)
         except NeurolabError as error:
             st.error(str(error))
             st.stop()
-        bar.empty()
         st.plotly_chart(circuit_heatmap(effects), key="circuit_heatmap")
         st.dataframe(top_components(effects, 10), hide_index=True)
 
@@ -63,16 +51,15 @@ with knockout:
     k1, k2 = st.columns(2)
     if k1.button("Heuristic knockout", key="knockout_heuristic",
                  help="per heuristic with >= 10 neurons: accuracy on prompts it applies to vs other correct prompts"):
-        bar, update = progress_bar("heuristic knockout ...")
-        table = heuristic_knockout(model, store, op, max_op, settings=settings, progress=update, intervention=active)
-        bar.empty()
+        with progress_bar("heuristic knockout") as update:
+            table = heuristic_knockout(model, store, op, max_op, settings=settings, progress=update,
+                                       intervention=active)
         st.plotly_chart(heuristic_knockout_figure(table, op), key="knockout_heuristic_chart")
         st.dataframe(table, hide_index=True)
     if k2.button("Prompt knockout", key="knockout_prompt",
                  help="per correct prompt, N neurons per layer whose heuristics apply vs N random ones"):
-        bar, update = progress_bar("prompt knockout ...")
-        curves = prompt_knockout(model, store, op, max_op, settings=settings, progress=update, intervention=active)
-        bar.empty()
+        with progress_bar("prompt knockout") as update:
+            curves = prompt_knockout(model, store, op, max_op, settings=settings, progress=update, intervention=active)
         st.plotly_chart(prompt_knockout_figure(curves, op), key="knockout_prompt_chart")
 
 with failures:
@@ -81,13 +68,12 @@ with failures:
                                       min(model.max_single_token + 1, max_op + 50), key="failures_max_op"))
     count = int(f2.number_input("Prompts per group", 5, 500, 50, key="failures_n"))
     if st.button("Compare correct and wrong prompts", key="failures_run"):
-        bar, update = progress_bar("failure analysis ...")
         try:
-            frame = failure_analysis(model, store, op, max_op, eval_max_op, count, settings=settings,
-                                     progress=update, intervention=active)
+            with progress_bar("failure analysis") as update:
+                frame = failure_analysis(model, store, op, max_op, eval_max_op, count, settings=settings,
+                                         progress=update, intervention=active)
         except NeurolabError as error:
             st.error(str(error))
             st.stop()
-        bar.empty()
         st.plotly_chart(failure_figure(frame, op), key="failures_chart")
         st.dataframe(failure_summary(frame), hide_index=True)

@@ -1,7 +1,5 @@
 """MathNeuro: find the math-specific weights with forward passes only, then prune or scale them and compare."""
 
-import hashlib
-
 import pandas as pd
 import streamlit as st
 
@@ -18,9 +16,10 @@ from neurolab.analysis.mathneuro import (
 )
 from neurolab.analysis.mathneuro_overlap import ablation_vs_pruning, neuron_overlap, overlap_by_layer
 from neurolab.errors import NeurolabError
+from neurolab.keys import DATA_DIGEST_SIZE, digest
 from neurolab.tasks.samples import load_samples
 from neurolab.viz.mathneuro import k_sweep_figure, matrix_figure
-from pages import ACTIVE_KEY, model_sidebar, shared_store
+from pages import ACTIVE_KEY, model_sidebar, progress_bar, shared_store
 
 st.set_page_config(page_title="neurolab · MathNeuro", page_icon="🧮", layout="wide")
 st.title("MathNeuro")
@@ -36,7 +35,7 @@ def saved_upload(upload) -> str | None:
         return None
     data = upload.getvalue()
     suffix = "." + upload.name.rsplit(".", 1)[-1].lower()
-    path = store.values_dir / "uploads" / (hashlib.blake2b(data, digest_size=12).hexdigest() + suffix)
+    path = store.values_dir / "uploads" / (digest(data, size=DATA_DIGEST_SIZE) + suffix)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return str(path)
@@ -69,10 +68,8 @@ st.caption(f"{len(samples.math)} math samples (e.g. `{samples.math[0]}`), {len(s
 
 if not st.toggle("Score the weights", key="mn_score", help="two forward passes over the samples; cached"):
     st.stop()
-bar = st.progress(0.0, text="scoring ...")
-math_scores, general_scores = scores_for(model, samples, store, progress=lambda done, total, *_: bar.progress(
-    min(1.0, done / max(1, total)), text=f"{done:,}/{total:,} samples"))
-bar.empty()
+with progress_bar("scoring", "samples") as progress:
+    math_scores, general_scores = scores_for(model, samples, store, progress=progress)
 st.subheader("Math-specific weights per K")
 st.dataframe(summary(math_scores, general_scores, DEFAULT_KS), hide_index=True)
 
@@ -108,10 +105,9 @@ st.caption("random: as many random weights per matrix (seeded); Wanda: top-K on 
            "the non-math top-K.")
 ks = st.multiselect("K values", list(DEFAULT_KS), [0.001, 0.01, 0.025, 0.05], key="mn_ks")
 if st.button("Evaluate these K (cached)", key="mn_sweep", disabled=not ks):
-    bar = st.progress(0.0, text="evaluating ...")
-    _, _, _, evaluation = run_mathneuro(model, samples, sorted(ks), store, factor=factor, seed=seed,
-                                        progress=lambda done, total, *_: bar.progress(min(1.0, done / max(1, total))))
-    bar.empty()
+    with progress_bar("scoring", "samples") as progress:
+        _, _, _, evaluation = run_mathneuro(model, samples, sorted(ks), store, factor=factor, seed=seed,
+                                            progress=progress)
     st.plotly_chart(k_sweep_figure(evaluation, factor), key="mn_sweep_chart")
     st.dataframe(evaluation, hide_index=True)
 
@@ -128,8 +124,7 @@ st.dataframe(overlap_by_layer(neuron_overlap(model, specific, pairs)), hide_inde
 st.caption("share: of the math-specific weights in a layer's MLP matrices, those in the rows/columns of labelled "
            "neurons; chance: the fraction of the matrix those neurons occupy; lift = share / chance.")
 if o2.button("Ablate the neurons vs prune the weights, on the grid", key="mn_overlap_run"):
-    bar = st.progress(0.0, text="...")
-    st.dataframe(ablation_vs_pruning(model, store, op, specific, pairs, int(labelled["max_op"].iloc[0]),
-                                     progress=lambda stage, fraction: bar.progress(min(1.0, fraction), text=stage)),
-                 hide_index=True)
-    bar.empty()
+    with progress_bar("ablating and pruning") as progress:
+        comparison = ablation_vs_pruning(model, store, op, specific, pairs, int(labelled["max_op"].iloc[0]),
+                                         progress=progress)
+    st.dataframe(comparison, hide_index=True)

@@ -5,14 +5,19 @@ Pages lay out widgets and call :mod:`neurolab`; they hold no analysis code and n
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pandas as pd
 import streamlit as st
 
 from neurolab.analysis.neuron_maps import most_active
+from neurolab.capture import kept
 from neurolab.capture.interventions import Intervention
 from neurolab.errors import NeurolabError
 from neurolab.models.devices import DEVICES, DTYPES
 from neurolab.models.loading import LoadedModel, load_model
+from neurolab.progress import Progress
 from neurolab.store import Store
 
 MODEL_KEY = "model_name"  # the one source of truth for the chosen model, shared by every page
@@ -52,7 +57,7 @@ def model_sidebar() -> LoadedModel:
     st.sidebar.caption(
         f"{model.adapter.family} · {model.n_layers} layers × {model.d_mlp} neurons · "
         f"numbers 0..{model.max_single_token} single-token · {model.dtype} on {model.device} · "
-        f"fingerprint `{model.fingerprint}`"
+        f"fingerprint `{model.fingerprint}` · kept for fast edits: {kept.describe(model.device)}"
     )
     return model
 
@@ -89,6 +94,23 @@ def pick_neuron(label: str) -> None:
     picks = st.session_state.setdefault(PICKS_KEY, [])
     if label not in picks:
         picks.append(label)
+
+
+@contextmanager
+def progress_bar(label: str, unit: str = "") -> Iterator[Progress]:
+    """An ``st.progress`` bar for the core's ``progress(done, total, stage)``, removed when the block ends. Its text
+    is the stage and count, or ``label`` and the count in ``unit`` while the computation names no stage."""
+    bar = st.progress(0.0, text=label)
+
+    def update(done: float, total: float, stage: str) -> None:
+        fraction = min(1.0, max(0.0, done / total)) if total > 0 else 1.0
+        count = f"{done:,.0f}/{total:,.0f}"
+        bar.progress(fraction, text=f"{stage}: {count}" if stage else f"{label}: {count} {unit}".rstrip())
+
+    try:
+        yield update
+    finally:
+        bar.empty()
 
 
 @st.cache_resource

@@ -9,9 +9,11 @@ import sys
 import numpy as np
 import pytest
 
+from neurolab.analysis import ablation as ablation_module
 from neurolab.analysis.ablation import ablate_grid, heuristic_neurons, neuron_ablation, random_control, top_n
 from neurolab.analysis.classification import ClassifySettings, classify_operator
-from neurolab.analysis.sweep import grid_for
+from neurolab.analysis.sweep import grid_for, stored_answers
+from neurolab.capture import trace
 from neurolab.errors import InputError
 from neurolab.store import Store
 
@@ -91,3 +93,27 @@ def test_cli_ablate_prints_before_after_and_control(tmp_path):
     assert summary["accuracy_after"] < summary["accuracy_before"] and "accuracy_control" in summary
     bad = subprocess.run([*cmd[:6], "--neurons", "L3N1", "--top-n", "3"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "one way" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_new_toggle_is_one_pass_shown_before_it_is_stored(embedded, store, monkeypatch):
+    """The ablated grid and its control run as one side-by-side pass; the store gets them after the result."""
+    grid = grid_for(embedded, "*", 30)
+    ablate_grid(embedded, store, "*", neuron_ablation([(3, 1)]), 30)  # the clean grid, computed and kept
+    writes, batches = [], []
+    real = trace.run_side_by_side
+
+    def recording(model, prompts, interventions, **kwargs):
+        batches.append(len(interventions))
+        return real(model, prompts, interventions, **kwargs)
+
+    monkeypatch.setattr(ablation_module, "run_side_by_side", recording)
+    monkeypatch.setattr(ablation_module, "later", writes.append)  # hold the writes back
+    chosen = neuron_ablation(top_n(embedded, store, grid, 2, 6))
+    result = ablate_grid(embedded, store, "*", chosen, 30)
+    assert batches == [2] and len(writes) == 2
+    assert stored_answers(embedded, store, grid, chosen) is None  # shown first ...
+    for write in writes:
+        write()
+    stored = stored_answers(embedded, store, grid, chosen)  # ... stored after, whole
+    assert np.array_equal(stored["correct"].to_numpy(), result.prompts["correct_after"].to_numpy())
+    assert stored_answers(embedded, store, grid, result.control) is not None

@@ -15,6 +15,7 @@ from neurolab.analysis import mathneuro as mn
 from neurolab.capture.norms import input_norms
 from neurolab.capture.trace import intervened
 from neurolab.errors import InputError
+from neurolab.models.adapters import is_projection
 from neurolab.tasks.samples import builtin_general, builtin_math, load_samples, read_texts
 
 from .mathneuro_reference import reference_scores
@@ -59,7 +60,7 @@ def test_scored_weights_families(tiny_model):
     names = dict(tiny_model.hf.named_parameters())
     embed = f"{tiny_model.adapter.embed}.weight"
     assert modules and embed not in modules
-    assert all(n in names and mn.is_linear_like(m) for n, m in modules.items())
+    assert all(n in names and is_projection(m) for n, m in modules.items())
     head = f"{tiny_model.adapter.unembed}.weight"
     tied = tiny_model.hf.get_output_embeddings().weight is tiny_model.hf.get_input_embeddings().weight
     assert (head in modules) == (not tied)

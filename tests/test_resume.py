@@ -129,3 +129,34 @@ def test_kept_cache_is_bounded_and_keyed():
     assert cache.get("a") is None and cache.get("b") is not None
     assert cache.used <= cache.budget
     assert not cache.put("huge", torch.zeros(1000))  # larger than the budget: not kept
+
+
+def test_some_prompts_of_a_kept_grid_start_from_its_rows(embedded, passes):
+    """Heuristic knockout runs a few prompts of the grid per heuristic: they start from the grid's kept rows."""
+    prompts = grid_for(embedded, "+", 25).prompts
+    some = prompts[::7][:40] + prompts[3:9]
+    for layer in (2, embedded.n_layers - 1):
+        intervention = ablation([(layer, n) for n in range(0, 60, 2)])
+        slow = full(embedded, some, intervention)
+        run(embedded, prompts)  # the grid, clean: kept
+        passes.clear()
+        fast = run(embedded, some, logits=True, intervention=intervention)
+        assert_same(fast, slow)
+        if layer == embedded.n_layers - 1:
+            assert not passes
+        else:
+            assert [p.resume[0] for p in passes if not p.cache] == [layer]
+
+
+def test_captures_under_a_last_layer_edit_run_the_layer(embedded, passes):
+    """A capture of the edited layer needs its neurons: the layer runs (resumed), and the captured values are edited."""
+    prompts = grid_for(embedded, "+", 12).prompts
+    last = embedded.n_layers - 1
+    intervention = ablation([(last, 5), (last, 9)])
+    slow = full(embedded, prompts, intervention, layers={last: [5, 6]})
+    run(embedded, prompts)
+    passes.clear()
+    fast = run(embedded, prompts, {last: [5, 6]}, logits=True, intervention=intervention)
+    assert_same(fast, slow)
+    assert torch.all(fast.neurons[last][:, 0] == 0) and torch.equal(fast.neurons[last], slow.neurons[last])
+    assert any(p.resume is not None and p.resume[0] == last for p in passes)

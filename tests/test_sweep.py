@@ -74,7 +74,7 @@ def test_interrupted_sweep_resumes_without_duplicates_or_gaps(embedded, tmp_path
     killed = Store(tmp_path / "killed.duckdb")
     calls = []
 
-    def die_after_two_chunks(done: int, total: int) -> None:
+    def die_after_two_chunks(done: int, total: int, stage: str) -> None:
         calls.append(done)
         if len(calls) == 3:
             raise Killed

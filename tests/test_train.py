@@ -41,7 +41,7 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path):
     config = PRESETS["tiny"]
     train(config, tmp_path / "straight", tmp_path / "state-a")
 
-    def stop_at_6(step: int, total: int, info: dict) -> None:
+    def stop_at_6(step: int, total: int, stage: str) -> None:
         if step == 6:
             raise Interrupt
 

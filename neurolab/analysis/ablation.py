@@ -9,23 +9,40 @@ clean baseline is computed once. Each ablation comes with a random control of th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..capture.interventions import GridRef, Intervention, NeuronAblation, ablation
+from ..capture.trace import run_side_by_side
 from ..errors import InputError
 from ..heuristics import RULES_VERSION
 from ..models.loading import LoadedModel
+from ..progress import Progress, report, staged
 from ..store import Store
+from ..store.deferred import later
 from ..tasks.grid import OperandGrid, PromptTemplate
 from .importance import ensure_importance
-from .sweep import NeuronSelection, grid_for, open_sweep, run_sweep, top_neurons
+from .sweep import (
+    NeuronSelection,
+    answer_rows,
+    grid_for,
+    open_sweep,
+    run_sweep,
+    store_answers,
+    stored_answers,
+    top_neurons,
+)
 
 ORIGINS = ("manual", "heuristic", "top-n", "random control")
 CONTROL_POOL = 200
+#: grids of answers kept in memory (a toggled ablation comes back on without touching the store)
+RECENT_GRIDS = 32
+_RECENT: OrderedDict[tuple, pd.DataFrame] = OrderedDict()
 
 
 def neuron_ablation(neurons: Sequence[tuple[int, int]], mode: str = "zero", grid: OperandGrid | None = None,
@@ -125,29 +142,66 @@ class GridAblation:
         return table.sort_values(["accuracy_lost", "mean_dp"], ascending=[False, True]).head(count)
 
 
-def _answers(model: LoadedModel, store: Store, grid: OperandGrid, intervention: Intervention,
-             progress: Callable[[int, int], None] | None) -> pd.DataFrame:
-    sweep = run_sweep(model, store, grid.op, NeuronSelection("none"), grid.max_op, grid.template, intervention,
-                      progress=progress)
-    return store.prompts(sweep.sweep_id)
+def _memory_key(model: LoadedModel, grid: OperandGrid, intervention: Intervention) -> tuple:
+    return model.fingerprint, grid.op, grid.max_op, grid.template.key, intervention.key
+
+
+def _remember(key: tuple, frame: pd.DataFrame) -> None:
+    _RECENT[key] = frame
+    _RECENT.move_to_end(key)
+    while len(_RECENT) > RECENT_GRIDS:
+        _RECENT.popitem(last=False)
+
+
+def grid_answers(model: LoadedModel, store: Store, grid: OperandGrid, interventions: Sequence[Intervention],
+                 progress: Progress | None = None) -> list[pd.DataFrame]:
+    """The grid's answers (per prompt: ``answer_prob``, ``correct``, ...) under each intervention, from memory, from
+    the store, or computed together: one batched pass, each intervention's rows side by side, starting at the first
+    layer it edits (:func:`~neurolab.capture.trace.run_side_by_side`). New answers are returned first and written to
+    the store after (:mod:`neurolab.store.deferred`)."""
+    found: list[pd.DataFrame | None] = []
+    for intervention in interventions:
+        key = _memory_key(model, grid, intervention)
+        frame = _RECENT.get(key)
+        if frame is None:
+            frame = stored_answers(model, store, grid, intervention)
+            if frame is not None:
+                _remember(key, frame)
+        found.append(frame)
+    missing = [i for i, frame in enumerate(found) if frame is None]
+    if missing:
+        report(progress, 0, len(grid), "grid under the ablation")
+        ids = torch.as_tensor(np.asarray(model.number_token_ids)[np.asarray(grid.answers)])[:, None]
+        chosen = [interventions[i] for i in missing]
+        captures = run_side_by_side(model, grid.prompts, chosen, token_ids=ids)
+        for i, intervention, capture in zip(missing, chosen, captures):
+            frame = answer_rows(model, grid, 0, len(grid), capture)
+            _remember(_memory_key(model, grid, intervention), frame)
+            found[i] = frame
+            later(lambda iv=intervention, c=capture: store_answers(model, store, grid, iv, c))
+        report(progress, len(grid), len(grid), "grid under the ablation")
+    return found
 
 
 def ablate_grid(model: LoadedModel, store: Store, op: str, intervention: Intervention, max_op: int = 100,
                 template: PromptTemplate | None = None, control_seed: int | None = 0,
-                progress: Callable[[str, float], None] | None = None) -> GridAblation:
+                progress: Progress | None = None) -> GridAblation:
     """The grid's answers without and with ``intervention`` (and under its random control unless ``control_seed``
-    is None); each is a cached sweep of answers, so only what is new is computed."""
+    is None). The clean grid is a stored sweep (computed once, keeping its residuals for the edits); the ablated
+    grid and its control are computed together in one pass from the first layer they edit, shown before they are
+    stored; whatever is known already is not computed again."""
     grid = grid_for(model, op, max_op, template)
-    report = progress or (lambda stage, fraction: None)
-    before = _answers(model, store, grid, Intervention(), lambda d, t: report("clean grid", d / t))
-    after = _answers(model, store, grid, intervention, lambda d, t: report("ablated grid", d / t))
+    clean = run_sweep(model, store, grid.op, NeuronSelection("none"), grid.max_op, grid.template, Intervention(),
+                      progress=staged(progress, "clean grid"))
+    before = store.prompts(clean.sweep_id)
+    control = None if control_seed is None else random_control(model, store, grid, intervention, control_seed)
+    answers = grid_answers(model, store, grid, [intervention] + ([control] if control else []), progress)
+    after = answers[0]
     frame = before[["idx", "op1", "op2", "answer"]].assign(
         p_before=before["answer_prob"], correct_before=before["correct"],
         p_after=after["answer_prob"].to_numpy(), correct_after=after["correct"].to_numpy())
-    control = None
-    if control_seed is not None:
-        control = random_control(model, store, grid, intervention, control_seed)
-        under = _answers(model, store, grid, control, lambda d, t: report("random control", d / t))
-        frame = frame.assign(p_control=under["answer_prob"].to_numpy(), correct_control=under["correct"].to_numpy())
-    report("done", 1.0)
+    if control is not None:
+        frame = frame.assign(p_control=answers[1]["answer_prob"].to_numpy(),
+                             correct_control=answers[1]["correct"].to_numpy())
+    report(progress, 1, 1, "done")
     return GridAblation(grid, intervention, control, frame)

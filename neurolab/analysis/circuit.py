@@ -18,7 +18,7 @@ length are used, with counterfactuals of the same length.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +30,7 @@ from ..capture.patching import METRICS, patch_components
 from ..capture.trace import run
 from ..errors import InputError
 from ..models.loading import LoadedModel
+from ..progress import Progress
 from ..store import Store
 from ..tasks.grid import OperandGrid, PromptTemplate
 from .importance import stored_correctness
@@ -113,7 +114,7 @@ def circuit_spec(model: LoadedModel, grid: OperandGrid, rule: str, n: int, seed:
 def circuit_effects(model: LoadedModel, store: Store, op: str, max_op: int = 100,
                     template: PromptTemplate | None = None, rule: str = "both", n: int = 20, seed: int = 0,
                     layers: Sequence[int] | None = None, intervention: Intervention | None = None,
-                    metric: str = "fraction", progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+                    metric: str = "fraction", progress: Progress | None = None) -> pd.DataFrame:
     """The patching effect of every (component, position) for ``op``, computed once per spec and stored.
 
     One row per (component, position): component (``L0 MLP``, ``L0H0`` ...), layer, head (<NA> for an MLP),

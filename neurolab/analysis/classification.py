@@ -6,7 +6,7 @@ Every step reads what the store already has and computes only what is missing, s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -17,6 +17,7 @@ from ..errors import InputError
 from ..heuristics import RULES_VERSION
 from ..heuristics.classifier import classify
 from ..models.loading import LoadedModel
+from ..progress import Progress, report, staged
 from ..store import Store
 from ..tasks.grid import PromptTemplate
 from .importance import ensure_importance, first_heuristics_layer, prompt_pairs, stored_correctness
@@ -81,18 +82,17 @@ def classify_operator(
     template: PromptTemplate | None = None,
     settings: ClassifySettings | None = None,
     layers: Sequence[int] | None = None,
-    progress: Callable[[str, float], None] | None = None,
+    progress: Progress | None = None,
     intervention: Intervention | None = None,
 ) -> Classification:
     """Classify the top-N neurons of ``layers`` (default: first_heuristics_layer .. last) for one operator.
 
     Only the top-N neurons per layer are swept (the paper's selection), so this scales to 8B models.
-    ``progress(stage, fraction)`` reports the stage ("importance", "maps", "classify").
+    ``progress`` reports the stages "importance", "maps" (prompts) and "classify" (layers).
     """
     settings = settings or ClassifySettings()
-    report = progress or (lambda stage, fraction: None)
     grid = grid_for(model, op, max_op, template)
-    report("importance", 0.0)
+    report(progress, 0, 1, "importance")
     sweep_id = open_sweep(model, store, grid, intervention)
     correct = stored_correctness(store, sweep_id, len(grid))
     pairs = prompt_pairs(model, grid, settings.n_prompts, settings.seed, correct, intervention)
@@ -102,13 +102,13 @@ def classify_operator(
     selection = NeuronSelection("top", settings.top_n, layers=tuple(chosen), n_prompts=settings.n_prompts,
                                 seed=settings.seed)
     sweep = run_sweep(model, store, op, selection, max_op, template, intervention,
-                      progress=lambda d, t: report("maps", d / t))  # the answers and the top-N maps, one pass
+                      progress=staged(progress, "maps"))  # the answers and the top-N maps, one pass
     prompts = store.prompts(sweep.sweep_id)
     key = settings.key()
     done = set(store.classified_layers(sweep.sweep_id, key))
     op1, op2, result = (prompts[c].to_numpy() for c in ("op1", "op2", "answer"))
     for i, layer in enumerate(chosen):
-        report("classify", i / len(chosen))
+        report(progress, i, len(chosen), "classify")
         if layer in done:
             continue
         neurons = sweep.neurons[layer]
@@ -119,6 +119,6 @@ def classify_operator(
         frame["importance_rank"] = frame["neuron"].to_numpy()  # row i of the maps is the i-th most important
         frame["neuron"] = ids[frame["neuron"].to_numpy()]
         store.write_classification(sweep.sweep_id, key, layer, frame)
-    report("classify", 1.0)
+    report(progress, len(chosen), len(chosen), "classify")
     scores = store.heuristic_scores(sweep.sweep_id, key, chosen)
     return Classification(sweep.sweep_id, chosen, first, evidence, scores, importance)

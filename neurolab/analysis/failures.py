@@ -28,10 +28,11 @@ from ..capture.trace import run
 from ..errors import InputError
 from ..heuristics import parse
 from ..models.loading import LoadedModel
+from ..progress import Progress, report, staged
 from ..store import Store
 from ..tasks.grid import PromptTemplate
 from .classification import ClassifySettings
-from .knockout import Progress, _rng, analysis_spec, classification
+from .knockout import _rng, analysis_spec, classification
 from .sweep import NeuronSelection, grid_for, run_sweep
 
 COUNTS = ["should_fire", "fire_and_should", "fire_total"]
@@ -64,10 +65,10 @@ def failure_analysis(
     """Per prompt of a seeded sample of ``n`` correct and ``n`` wrong prompts of the ``eval_max_op`` grid (fewer
     when fewer exist): the counts of the module docstring's rule (columns :data:`COLUMNS`; ``group`` is "correct" or
     "wrong"). The embedded model errs on ``+`` beyond its training range: with eval_max_op=150 about 12,500 of the
-    22,500 prompts are wrong."""
+    22,500 prompts are wrong. ``progress`` reports the classification's stages (as "classify: ..."), then
+    "evaluation grid" (prompts) and "activations" (sampled prompts)."""
     settings = settings or ClassifySettings()
     intervention = intervention or CLEAN
-    report = progress or (lambda stage, fraction: None)
     if n < 1:
         raise InputError("n must be at least 1")
     train = grid_for(model, op, train_max_op, template)
@@ -75,10 +76,10 @@ def failure_analysis(
     spec = analysis_spec(model, train, intervention, settings, layers, eval_max_op=eval_max_op, n=n, seed=seed)
 
     def compute() -> pd.DataFrame:
-        found = classification(model, store, train, settings, layers, intervention, report)
-        report("evaluation grid", 0.0)
+        found = classification(model, store, train, settings, layers, intervention, progress)
+        report(progress, 0, len(evaluate), "evaluation grid")
         sweep = run_sweep(model, store, op, NeuronSelection("none"), eval_max_op, evaluate.template, intervention,
-                          progress=lambda done, total: report("evaluation grid", done / total))
+                          progress=staged(progress, "evaluation grid"))
         prompts = store.prompts(sweep.sweep_id)
         rng = _rng(seed, "failures")
         picked = []
@@ -92,7 +93,7 @@ def failure_analysis(
 
         matched = found.matched.drop_duplicates(["heuristic", "layer", "neuron"])
         neurons = {int(layer): sorted(set(part["neuron"].astype(int))) for layer, part in matched.groupby("layer")}
-        report("activations", 0.0)
+        report(progress, 0, len(sample), "activations")
         capture = run(model, list(sample["prompt"]), neurons, intervention=intervention)
         should = fire_should = fire_any = np.zeros(len(sample), np.int64)
         for layer, ids in neurons.items():
@@ -113,7 +114,7 @@ def failure_analysis(
             should = should + n_should.sum(0)
             fire_should = fire_should + n_fire_should.sum(0)
             fire_any = fire_any + n_fire.sum(0)
-        report("activations", 1.0)
+        report(progress, len(sample), len(sample), "activations")
         sample["should_fire"], sample["fire_and_should"], sample["fire_total"] = should, fire_should, fire_any
         return sample[COLUMNS]
 

@@ -10,7 +10,7 @@ code does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +21,7 @@ from ..capture.interventions import Intervention
 from ..capture.trace import neuron_gradients, run
 from ..errors import InputError
 from ..models.loading import LoadedModel
+from ..progress import Progress, report
 from ..store import Store
 from ..tasks.grid import OperandGrid
 
@@ -123,7 +124,7 @@ def indirect_effect(before: np.ndarray, after: np.ndarray) -> np.ndarray:
 
 
 def activation_patching(model: LoadedModel, pairs: PromptPairs, layers: Sequence[int] | None = None,
-                        neurons_per_batch: int = 64, progress: Callable[[int, int], None] | None = None,
+                        neurons_per_batch: int = 64, progress: Progress | None = None,
                         intervention: Intervention | None = None) -> pd.DataFrame:
     """Exact IE of patching each neuron alone (clean run, that neuron's last-position value from the corrupt run).
 
@@ -149,8 +150,7 @@ def activation_patching(model: LoadedModel, pairs: PromptPairs, layers: Sequence
                         batch_size=len(rows)).token_probs.reshape(len(chunk), n, 2)
             effects[:, chunk] = torch.as_tensor(indirect_effect(before, after)).T.float()
             done += len(chunk)
-            if progress:
-                progress(done, total)
+            report(progress, done, total)
         scores[layer] = effects
     return _summarise(scores, "activation")
 

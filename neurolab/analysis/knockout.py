@@ -14,7 +14,7 @@ naming the model, grid, intervention, classification settings, the classifier's 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,7 @@ from ..capture.trace import RowMask, run
 from ..errors import InputError
 from ..heuristics import RULES_VERSION, parse
 from ..models.loading import LoadedModel
+from ..progress import Progress, report, staged
 from ..store import Store
 from ..tasks.grid import OperandGrid, PromptTemplate
 from .classification import Classification, ClassifySettings, classify_operator
@@ -34,7 +35,6 @@ from .sweep import grid_for, top_neurons
 VERSION = 1
 #: science.md's N of the prompt knockout: 0, 5, ..., 100 neurons per layer
 DEFAULT_NS = tuple(range(0, 101, 5))
-Progress = Callable[[str, float], None]
 HEURISTIC_COLUMNS = ["heuristic", "group", "direct", "neurons", "related_prompts", "related_accuracy",
                      "unrelated_prompts", "unrelated_accuracy"]
 
@@ -49,11 +49,12 @@ def analysis_spec(model: LoadedModel, grid: OperandGrid, intervention: Intervent
 
 
 def classification(model: LoadedModel, store: Store, grid: OperandGrid, settings: ClassifySettings,
-                   layers: Sequence[int] | None, intervention: Intervention, progress: Progress) -> Classification:
+                   layers: Sequence[int] | None, intervention: Intervention, progress: Progress | None
+                   ) -> Classification:
     """The operator's classification (stored after its first run), reporting as stage "classify: ..."."""
     return classify_operator(model, store, grid.op, grid.max_op, grid.template, settings, layers=layers,
                              intervention=intervention,
-                             progress=lambda stage, fraction: progress(f"classify: {stage}", fraction))
+                             progress=staged(progress, "classify"))
 
 
 def correct_answers(model: LoadedModel, prompts: Sequence[str], answers: np.ndarray,
@@ -100,11 +101,10 @@ def heuristic_knockout(
     - *unrelated* prompts: a seeded sample of as many other correct prompts (fewer when fewer exist).
 
     One pass per heuristic over only those prompts. Rows sorted by neurons (descending), then name; columns
-    :data:`HEURISTIC_COLUMNS`. ``progress(stage, fraction)``.
+    :data:`HEURISTIC_COLUMNS`.
     """
     settings = settings or ClassifySettings()
     intervention = intervention or CLEAN
-    report = progress or (lambda stage, fraction: None)
     if min_neurons < 1:
         raise InputError("min_neurons must be at least 1")
     if mode not in ("zero", "mean"):
@@ -114,7 +114,7 @@ def heuristic_knockout(
                          mode=mode, max_prompts=max_prompts)
 
     def compute() -> pd.DataFrame:
-        found = classification(model, store, grid, settings, layers, intervention, report)
+        found = classification(model, store, grid, settings, layers, intervention, progress)
         prompts = store.prompts(found.sweep_id)
         correct = prompts["correct"].to_numpy(bool)
         op1, op2, result = _grid_values(prompts)
@@ -124,7 +124,7 @@ def heuristic_knockout(
         ref = GridRef(op, max_op, grid.template.format, grid.template.fewshot, grid.template.seed)
         rows = []
         for i, name in enumerate(chosen):
-            report("knockout", i / max(len(chosen), 1))
+            report(progress, i, len(chosen), "knockout")
             family, params = parse(name)
             applies = family.matching_set(params, op1, op2, result)
             rng = _rng(seed, name)
@@ -144,7 +144,7 @@ def heuristic_knockout(
                          "related_accuracy": float(ok[:len(related)].mean()) if len(related) else np.nan,
                          "unrelated_prompts": len(unrelated),
                          "unrelated_accuracy": float(ok[len(related):].mean()) if len(unrelated) else np.nan})
-        report("knockout", 1.0)
+        report(progress, len(chosen), len(chosen), "knockout")
         return pd.DataFrame(rows, columns=HEURISTIC_COLUMNS)
 
     return store.cached_frame("heuristic_knockout", spec, compute)
@@ -197,7 +197,6 @@ def prompt_knockout(
     """
     settings = settings or ClassifySettings()
     intervention = intervention or CLEAN
-    report = progress or (lambda stage, fraction: None)
     ns = sorted({int(n) for n in ns})
     if not ns or ns[0] < 0 or n_prompts < 1:
         raise InputError("prompt knockout needs N >= 0 and n_prompts >= 1")
@@ -205,7 +204,7 @@ def prompt_knockout(
     spec = analysis_spec(model, grid, intervention, settings, layers, ns=ns, n_prompts=n_prompts, seed=seed)
 
     def compute() -> pd.DataFrame:
-        found = classification(model, store, grid, settings, layers, intervention, report)
+        found = classification(model, store, grid, settings, layers, intervention, progress)
         prompts = store.prompts(found.sweep_id)
         correct = np.flatnonzero(prompts["correct"].to_numpy(bool))
         rng = _rng(seed, "prompts")
@@ -222,7 +221,7 @@ def prompt_knockout(
         answers = np.concatenate([result, result])
         rows = []
         for i, n in enumerate(ns):
-            report("knockout", i / len(ns))
+            report(progress, i, len(ns), "knockout")
             masks: dict[int, torch.Tensor] = {}
             ablated = np.zeros(2 * len(sample))
             for layer, ids in pool.items():
@@ -238,7 +237,7 @@ def prompt_knockout(
             for arm, part in (("heuristic", slice(0, len(sample))), ("random", slice(len(sample), None))):
                 rows.append({"n": n, "arm": arm, "accuracy": float(ok[part].mean()),
                              "answer_prob": float(prob[part].mean()), "neurons": float(ablated[part].mean())})
-        report("knockout", 1.0)
+        report(progress, len(ns), len(ns), "knockout")
         return pd.DataFrame(rows, columns=["n", "arm", "accuracy", "answer_prob", "neurons"])
 
     return store.cached_frame("prompt_knockout", spec, compute)

@@ -1,11 +1,12 @@
 """MathNeuro (``../shared/science.md`` part B): math-specific weights from forward passes only.
 
-- Scored weights (:func:`scored_weights`): every ``nn.Linear`` and GPT-2 ``Conv1D`` inside the blocks the family
-  adapter names (attention and MLP projections), and the LM head when it is a weight of its own; embeddings never,
-  a tied LM head never (it *is* the embedding).
+- Scored weights (:func:`scored_weights`): every projection (``nn.Linear``, GPT-2's ``Conv1D``) inside the blocks
+  the family adapter names (attention and MLP projections), and the LM head when it is a weight of its own;
+  embeddings never, a tied LM head never (it *is* the embedding).
 - Importance of ``W_ij`` = ``|W_ij| * sum_s ||X_j||_2`` (X_j: input feature j over sample s's real tokens):
   the norms come from one streaming pass per data set (:func:`neurolab.capture.norms.input_norms`, fp32), ``|W|``
-  is applied once at the end. For ``Conv1D`` (``[in, out]``) the input index is the first dimension.
+  is applied once at the end, in the weight's own layout (the adapter's
+  :func:`~neurolab.models.adapters.weight_as_out_in` knows which dimension is the input).
 - Top-K per weight matrix separately: the ``int(K * numel)`` largest scores (rounded down; ties broken by the
   lower flat index: a stable descending sort). One pass yields every K.
 - Math-specific = top-K(math) AND NOT top-K(non-math). Baselines: a seeded random set of the same count per matrix,
@@ -21,13 +22,13 @@ from collections.abc import Callable, Mapping, Sequence
 import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
-from transformers.pytorch_utils import Conv1D
 
 from ..capture.interventions import CLEAN, Intervention, WeightEdit
 from ..capture.norms import input_norms
 from ..capture.trace import intervened
-from ..models.adapters import get_module
+from ..models.adapters import get_module, is_projection, weight_as_out_in
 from ..models.loading import LoadedModel
+from ..progress import Progress, report, staged, within
 from ..store.analyses import analysis_key
 from ..tasks.arithmetic import OPERATORS, valid_pairs
 from ..tasks.samples import SampleSet
@@ -35,15 +36,10 @@ from .evaluation import arithmetic_score, nonmath_score
 
 DEFAULT_KS = (0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15)
 Masks = dict[str, torch.Tensor]
-Progress = Callable[..., None]
-
-
-def is_linear_like(module: torch.nn.Module) -> bool:
-    return isinstance(module, (torch.nn.Linear, Conv1D))
 
 
 def scored_weights(model: LoadedModel) -> dict[str, torch.nn.Module]:
-    """Parameter name (as ``model.hf.named_parameters()`` spells it) -> its Linear-like module, in execution order."""
+    """Parameter name (as ``model.hf.named_parameters()`` spells it) -> its projection module, in execution order."""
     hf = model.hf
     adapter = model.adapter
     found: dict[str, torch.nn.Module] = {}
@@ -51,11 +47,11 @@ def scored_weights(model: LoadedModel) -> dict[str, torch.nn.Module]:
     for i in range(len(layers)):
         prefix = adapter.layer_path(i)
         for sub, module in get_module(hf, prefix).named_modules():
-            if sub and is_linear_like(module):
+            if sub and is_projection(module):
                 found[f"{prefix}.{sub}.weight"] = module
     head = get_module(hf, adapter.unembed)
     embed = get_module(hf, adapter.embed)
-    if is_linear_like(head) and head.weight is not embed.weight \
+    if is_projection(head) and head.weight is not embed.weight \
             and head.weight.data_ptr() != embed.weight.data_ptr():
         found[f"{adapter.unembed}.weight"] = head
     names = dict(hf.named_parameters())
@@ -63,12 +59,11 @@ def scored_weights(model: LoadedModel) -> dict[str, torch.nn.Module]:
 
 
 def importance(modules: Mapping[str, torch.nn.Module], norms: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """name -> fp32 ``|W| * norm`` (the weight's own layout), on the host."""
+    """name -> fp32 ``|W| * norm`` in the weight's own layout (masks of it index the parameter), on the host."""
     scores = {}
     for name, module in modules.items():
-        weight = module.weight.detach().float().abs().cpu()
-        norm = norms[name].float()
-        scores[name] = weight * (norm[:, None] if isinstance(module, Conv1D) else norm[None, :])
+        scores[name] = module.weight.detach().float().abs().cpu()  # abs: a copy, scaled in place below
+        weight_as_out_in(module, scores[name]).mul_(norms[name].float())  # each input feature by its norm
     return scores
 
 
@@ -135,17 +130,14 @@ def summed_norms(model: LoadedModel, texts: Sequence[str], data_spec: dict, stor
 
 def scores_for(model: LoadedModel, samples: SampleSet, store=None, intervention: Intervention | None = None,
                batch_size: int = 32, progress: Progress | None = None) -> tuple[dict, dict]:
-    """(math importance, non-math importance): one pass each, ``|W|`` of the weights under ``intervention``."""
+    """(math importance, non-math importance): one pass each, ``|W|`` of the weights under ``intervention``;
+    ``progress`` counts the samples of both."""
     modules = scored_weights(model)
     total = len(samples.math) + len(samples.general)
-
-    def part(offset: int) -> Progress | None:
-        return None if progress is None else (lambda done, _n: progress(offset + done, total))
-
     math_norms = summed_norms(model, samples.math, {**samples.spec, "set": "math"}, store, intervention,
-                              batch_size, part(0))
+                              batch_size, within(progress, 0, total))
     general_norms = summed_norms(model, samples.general, {**samples.spec, "set": "general"}, store, intervention,
-                                 batch_size, part(len(samples.math)))
+                                 batch_size, within(progress, len(samples.math), total))
     with intervened(model, intervention):
         return importance(modules, math_norms), importance(modules, general_norms)
 
@@ -168,7 +160,8 @@ def evaluate_masks(model: LoadedModel, math_scores: dict, general_scores: dict, 
                    factor: float = 0.0, base: Intervention | None = None, seed: int = 0, max_op: int = 100,
                    baselines: bool = True, progress: Progress | None = None) -> pd.DataFrame:
     """One row per (K, method) — ``clean``, ``mathneuro``, ``random`` (same count per matrix, seeded), ``wanda``
-    (top-K math without subtraction) — with the count of edited weights and full-grid accuracies."""
+    (top-K math without subtraction) — with the count of edited weights and full-grid accuracies; ``progress``
+    counts the K values."""
     base = base or CLEAN
     rows = [{"k": 0.0, "method": "clean", "factor": factor, "weights": 0, **full_grid_accuracy(model, base, max_op)}]
     methods = ("mathneuro", "random", "wanda") if baselines else ("mathneuro",)
@@ -182,8 +175,7 @@ def evaluate_masks(model: LoadedModel, math_scores: dict, general_scores: dict, 
             iv = base + edit(sets[method], factor, f"mathneuro {method} K={k:g} x{factor:g}", "mathneuro")
             rows.append({"k": k, "method": method, "factor": factor, "weights": mask_counts(sets[method]),
                          **full_grid_accuracy(model, iv, max_op)})
-        if progress is not None:
-            progress(i + 1, len(ks))
+        report(progress, i + 1, len(ks))
     return pd.DataFrame(rows)
 
 
@@ -203,7 +195,8 @@ def run_mathneuro(model: LoadedModel, samples: SampleSet, ks: Sequence[float] = 
                   factor: float | None = None, intervention: Intervention | None = None, seed: int = 0,
                   max_op: int = 100, batch_size: int = 32,
                   progress: Progress | None = None) -> tuple[dict, dict, pd.DataFrame, pd.DataFrame | None]:
-    """Scores, the per-K summary, and (with ``factor``) the evaluation table, cached in ``store`` when given."""
+    """Scores, the per-K summary, and (with ``factor``) the evaluation table, cached in ``store`` when given;
+    ``progress`` counts the samples, then the K values (stage "evaluating K")."""
     intervention = intervention or CLEAN
     math_scores, general_scores = scores_for(model, samples, store, intervention, batch_size, progress)
     spec = {"model": model.fingerprint, "data": samples.spec, "intervention": intervention.key, "ks": list(ks)}
@@ -217,8 +210,7 @@ def run_mathneuro(model: LoadedModel, samples: SampleSet, ks: Sequence[float] = 
     if factor is not None:
         evaluation = keep("mathneuro-eval", {"factor": factor, "seed": seed, "max_op": max_op},
                           lambda: evaluate_masks(model, math_scores, general_scores, ks, factor, intervention, seed,
-                                                 max_op, progress=None if progress is None else (
-                                                     lambda done, total: progress(done, total, "evaluating K"))))
+                                                 max_op, progress=staged(progress, "evaluating K")))
     return math_scores, general_scores, table, evaluation
 
 

@@ -10,42 +10,35 @@
 
 Which axis of an MLP matrix indexes the neurons is read from its shape and ``d_mlp``, not from module names: an
 in-projection (up / gate, ``d_model -> d_mlp``) has the neurons as its outputs, the out projection
-(``d_mlp -> d_model``) as its inputs. ``nn.Linear`` stores ``[out, in]``, GPT-2's ``Conv1D`` ``[in, out]``.
+(``d_mlp -> d_model``) as its inputs; which dimension of the weight holds them, from the adapter's
+:func:`~neurolab.models.adapters.out_in_axes` (GPT-2's ``Conv1D`` stores its weight transposed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 import torch
-from transformers.pytorch_utils import Conv1D
 
 from ..errors import InputError
-from ..models.adapters import get_module
+from ..models.adapters import get_module, in_out_features, is_projection, out_in_axes
 from ..models.loading import LoadedModel
+from ..progress import Progress, staged
 from ..store import Store
 from ..tasks.grid import PromptTemplate
 from .ablation import ablate_grid, neuron_ablation
-from .mathneuro import edit, is_linear_like
+from .mathneuro import edit
 
 OVERLAP_COLUMNS = ["layer", "matrix", "role", "neuron_axis", "labelled", "d_mlp", "math_specific", "in_labelled",
                    "share", "chance", "lift"]
 
 
-def _features(module: torch.nn.Module) -> tuple[int, int]:
-    """(in_features, out_features) of a Linear-like module."""
-    weight = module.weight
-    if isinstance(module, Conv1D):
-        return int(weight.shape[0]), int(weight.shape[1])
-    return int(weight.shape[1]), int(weight.shape[0])
-
-
 def mlp_matrices(model: LoadedModel, layer: int) -> list[tuple[str, str, int]]:
     """The MLP weights of ``layer``: (parameter name, role ``in``/``out``, the weight's dimension indexing neurons).
 
-    Every Linear-like child of the block's MLP (``layer_path(layer) + ".mlp"``) with ``d_mlp`` on one side counts;
+    Every projection inside the block's MLP (``layer_path(layer) + ".mlp"``) with ``d_mlp`` on one side counts;
     the role comes from the shape: ``d_mlp`` outputs = an in-projection, ``d_mlp`` inputs = the out projection (when
     ``d_model == d_mlp`` only the adapter's ``mlp_out_path`` is read as the out projection)."""
     adapter = model.adapter
@@ -54,19 +47,17 @@ def mlp_matrices(model: LoadedModel, layer: int) -> list[tuple[str, str, int]]:
     out_module = get_module(model.hf, adapter.mlp_out_path(layer))
     found = []
     for sub, module in get_module(model.hf, mlp_path).named_modules():
-        if not sub or not is_linear_like(module):
+        if not sub or not is_projection(module):
             continue
-        n_in, n_out = _features(module)
+        n_in, n_out = in_out_features(module)
         if n_in == d_mlp and (n_out != d_mlp or module is out_module):
             role = "out"
         elif n_out == d_mlp:
             role = "in"
         else:
             continue  # not a neuron-indexed matrix
-        conv = isinstance(module, Conv1D)
-        # Linear [out, in]: outputs on dim 0; Conv1D [in, out]: outputs on dim 1.
-        axis = (1 if conv else 0) if role == "in" else (0 if conv else 1)
-        found.append((f"{mlp_path}.{sub}.weight", role, axis))
+        out_axis, in_axis = out_in_axes(module)
+        found.append((f"{mlp_path}.{sub}.weight", role, out_axis if role == "in" else in_axis))
     if not any(role == "out" for _, role, _ in found):
         raise InputError(f"layer {layer}: no MLP out projection of {d_mlp} inputs under {mlp_path}")
     return found
@@ -132,10 +123,11 @@ def overlap_by_layer(frame: pd.DataFrame) -> pd.DataFrame:
 def ablation_vs_pruning(model: LoadedModel, store: Store, op: str, masks: Mapping[str, torch.Tensor],
                         heuristic_neurons: pd.DataFrame | Iterable[tuple[int, int]], max_op: int = 100,
                         mode: str = "zero", template: PromptTemplate | None = None,
-                        progress: Callable[[str, float], None] | None = None) -> pd.DataFrame:
+                        progress: Progress | None = None) -> pd.DataFrame:
     """Accuracy on ``op``'s grid: ``clean``, ``ablate heuristic neurons`` (``mode``), ``prune MathNeuro``
     (every masked weight x 0) and ``both`` (the two interventions composed), with the change from clean and the
-    size of each edit. Each condition is a cached sweep of the grid's answers."""
+    size of each edit. Each condition is a cached sweep of the grid's answers; ``progress`` reports each one's
+    stages as "condition: stage"."""
     pairs = [(layer, n) for layer, found in labelled_neurons(heuristic_neurons).items() for n in found]
     if not pairs:
         raise InputError("no heuristic neurons to ablate")
@@ -145,10 +137,9 @@ def ablation_vs_pruning(model: LoadedModel, store: Store, op: str, masks: Mappin
     conditions = {"ablate heuristic neurons": (ablate, len(pairs), 0), "prune MathNeuro": (prune, 0, weights),
                   "both": (ablate + prune, len(pairs), weights)}
     rows = []
-    for i, (label, (intervention, neurons, pruned)) in enumerate(conditions.items()):
-        stage = None if progress is None else (lambda s, f, i=i: progress(s, (i + f) / len(conditions)))
+    for label, (intervention, neurons, pruned) in conditions.items():
         summary = ablate_grid(model, store, op, intervention, max_op, template, control_seed=None,
-                              progress=stage).summary()
+                              progress=staged(progress, label)).summary()
         if not rows:
             rows.append({"condition": "clean", "neurons": 0, "weights": 0, "accuracy": summary["before"]})
         rows.append({"condition": label, "neurons": neurons, "weights": pruned, "accuracy": summary["after"]})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +12,7 @@ from ..errors import InputError
 from ..heuristics import RULES_VERSION
 from ..models.adapters import neuron_label
 from ..models.loading import LoadedModel
+from ..progress import Progress
 from ..store import Store
 from ..tasks.grid import PromptTemplate
 from .sweep import NeuronSelection, run_sweep
@@ -62,11 +62,12 @@ class NeuronMap:
 
 def load_neuron_map(store: Store, sweep_id: int, layer: int, neuron: int, kind: str = "K",
                     prompts: pd.DataFrame | None = None) -> NeuronMap:
-    """Read a neuron's map (one indexed read of a handful of rows); ``prompts`` may be passed to reuse a read."""
+    """Read a neuron's map: one row of a memory-mapped block, with the sweep's block index, answers and prompt rows
+    read from DuckDB once per sweep (see :mod:`neurolab.store.values`); ``prompts`` may be passed to reuse a read."""
     if kind not in MAP_KINDS:
         raise InputError(f"map kind must be one of {MAP_KINDS}")
     k, kv = store.neuron_map(sweep_id, layer, neuron)
-    prompts = store.prompts(sweep_id) if prompts is None else prompts
+    prompts = store.cached_prompts(sweep_id) if prompts is None else prompts
     if len(k) != len(prompts):
         raise InputError(f"{neuron_label(layer, neuron)} is not stored for sweep {sweep_id} (run the sweep first)")
     return NeuronMap(layer, neuron, kind, prompts, k if kind == "K" else kv)
@@ -86,7 +87,7 @@ def neuron_matches(store: Store, sweep_id: int, layer: int, neuron: int) -> pd.D
 
 def neuron_map(model: LoadedModel, store: Store, op: str, layer: int, neuron: int, kind: str = "K",
                max_op: int = 100, template: PromptTemplate | None = None, intervention: Intervention | None = None,
-               progress: Callable[[int, int], None] | None = None) -> NeuronMap:
+               progress: Progress | None = None) -> NeuronMap:
     """Any neuron's map on any grid: read from the store, or computed on demand (one grid pass capturing that
     neuron, with the answers if they are missing) and cached, so every neuron of every model can be opened."""
     sweep = run_sweep(model, store, op, NeuronSelection("list", neurons=((layer, neuron),)), max_op, template,

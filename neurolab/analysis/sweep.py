@@ -22,6 +22,7 @@ from ..capture.interventions import CLEAN, Intervention, parse_neurons
 from ..capture.trace import Capture, default_batch_size, intervened, stream
 from ..errors import InputError
 from ..models.loading import LoadedModel
+from ..progress import Progress, report
 from ..store import Store, SweepKey
 from ..tasks.grid import OperandGrid, PromptTemplate
 from .importance import ensure_importance
@@ -59,11 +60,12 @@ class NeuronSelection:
         chosen = None if layers is None else tuple(sorted(set(layers)))
         if text in ("auto", "all", "none", "top"):
             return cls(text, layers=chosen, **kwargs)
-        if text.startswith("top:"):
+        if text.startswith("top:"):  # its N wins over a top_n in kwargs (the CLI always passes --top-n)
             try:
-                return cls("top", top_n=int(text[4:]), layers=chosen, **kwargs)
+                kwargs["top_n"] = int(text[4:])
             except ValueError:
                 raise InputError(f"--neurons {text!r}: write top:N, e.g. top:200") from None
+            return cls("top", layers=chosen, **kwargs)
         return cls("list", neurons=parse_neurons(text), **kwargs)
 
 
@@ -204,13 +206,13 @@ def run_sweep(
     template: PromptTemplate | None = None,
     intervention: Intervention | None = None,
     chunk_size: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
     announce: Callable[[SweepPlan], None] | None = None,
     remote: bool | str = False,
 ) -> SweepResult:
     """Fill the store with the grid's answers and the selected neurons' K maps; resumes where it stopped.
 
-    ``progress(done, total)`` counts prompts; ``announce(plan)`` is called before anything is computed.
+    ``progress`` counts prompts; ``announce(plan)`` is called before anything is computed.
     The chunking of a sweep is fixed when it is first created.
     """
     selection = selection or NeuronSelection()
@@ -261,15 +263,14 @@ def _blocks_for(model: LoadedModel, store: Store, sweep_id: int, missing: dict[i
 
 
 def _compute(model: LoadedModel, store: Store, sweep_id: int, grid: OperandGrid, missing: dict[int, list[int]],
-             intervention: Intervention, progress, remote: bool | str = False) -> int:
+             intervention: Intervention, progress: Progress | None, remote: bool | str = False) -> int:
     """Run the chunks that lack answers or values of ``missing``; returns how many chunks were computed."""
     blocks = _blocks_for(model, store, sweep_id, missing, len(grid), intervention)  # one per layer
     todo = _todo_chunks(store, sweep_id, list(blocks), len(grid))
     size = store.chunk_size(sweep_id)
     total = len(grid)
     finished = total - sum(min(total, (c + 1) * size) - c * size for c in todo)
-    if progress:
-        progress(finished, total)
+    report(progress, finished, total)
     if not todo:
         return 0
     answered = store.answered(sweep_id)
@@ -290,18 +291,18 @@ def _compute(model: LoadedModel, store: Store, sweep_id: int, grid: OperandGrid,
                 filled[block_id] = chunk
         rows = None
         if not all(i in answered for i in range(start, end)):
-            rows = _prompt_rows(model, grid, start, end, capture)
+            rows = answer_rows(model, grid, start, end, capture)
         store.write_chunk(sweep_id, filled, rows)
         finished += end - start
-        if progress:
-            progress(finished, total)
+        report(progress, finished, total)
 
     stream(model, prompts, write, layers=missing, token_ids=tokens, intervention=intervention, batch_size=size,
            remote=remote, half=True)
     return len(todo)
 
 
-def _prompt_rows(model: LoadedModel, grid: OperandGrid, lo: int, hi: int, capture: Capture) -> pd.DataFrame:
+def answer_rows(model: LoadedModel, grid: OperandGrid, lo: int, hi: int, capture: Capture) -> pd.DataFrame:
+    """The store's prompt rows of prompts lo..hi from a run's capture (answer, top-1, probabilities, correct)."""
     answer_ids = np.asarray(model.number_token_ids)[np.asarray(grid.answers[lo:hi])]
     pairs = np.asarray(grid.pairs[lo:hi])
     return pd.DataFrame({
@@ -315,3 +316,22 @@ def _prompt_rows(model: LoadedModel, grid: OperandGrid, lo: int, hi: int, captur
         "answer_prob": capture.token_probs[:, 0].copy(),
         "correct": capture.top1 == answer_ids,
     })
+
+
+def stored_answers(model: LoadedModel, store: Store, grid: OperandGrid, intervention: Intervention
+                   ) -> pd.DataFrame | None:
+    """The grid's stored answers under ``intervention`` when every prompt's is stored, else None."""
+    sweep_id = find_sweep(model, store, grid, intervention)
+    if sweep_id is None:
+        return None
+    rows = store.prompts(sweep_id)
+    return rows if len(rows) == len(grid) else None
+
+
+def store_answers(model: LoadedModel, store: Store, grid: OperandGrid, intervention: Intervention,
+                  capture: Capture) -> int:
+    """Write a whole grid's answers (computed elsewhere, e.g. side by side with other interventions) as the
+    intervention's sweep of answers, in one transaction; returns the sweep id."""
+    sweep_id = open_sweep(model, store, grid, intervention)
+    store.write_chunk(sweep_id, {}, answer_rows(model, grid, 0, len(grid), capture))
+    return sweep_id

@@ -18,7 +18,6 @@ Running the model is not theirs: :mod:`neurolab.capture.trace` hands them a :cla
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 import torch
 
 from ..errors import InterventionError
+from ..keys import INTERVENTION_KEY_SIZE, MASK_DIGEST_SIZE, digest, json_digest
 from ..models.adapters import neuron_label, parse_neuron_label
 
 if TYPE_CHECKING:
@@ -165,10 +165,15 @@ def _tensor_ops(model: LoadedModel, values: dict[int, torch.Tensor], neurons: Ne
     return ops
 
 
-def _check_neurons(model: LoadedModel, neurons: Neurons) -> None:
-    for layer, n in neurons:
+def check_layers(model: LoadedModel, layers: Iterable[int]) -> None:
+    for layer in layers:
         if not 0 <= layer < model.n_layers:
             raise InterventionError(f"layer {layer} does not exist; the model has layers 0..{model.n_layers - 1}")
+
+
+def check_neurons(model: LoadedModel, neurons: Sequence[tuple[int, int]]) -> None:
+    """A clear error for a neuron the model does not have."""
+    check_layers(model, {layer for layer, _ in neurons})
     bad = [neuron_label(layer, n) for layer, n in neurons if not 0 <= n < model.d_mlp]
     if bad:
         raise InterventionError(f"{', '.join(bad[:5])}: the model has neurons 0..{model.d_mlp - 1} per layer")
@@ -212,7 +217,7 @@ class NeuronAblation:
         return {layer for layer, _ in self.neurons}
 
     def layer_ops(self, model: LoadedModel, measure: Measure) -> dict[int, list[LayerOp]]:
-        _check_neurons(model, self.neurons)
+        check_neurons(model, self.neurons)
         if self.mode == "mean":
             values = measure.grid_means(self)
         else:
@@ -248,7 +253,7 @@ class ActivationPatch:
         return {layer for layer, _ in self.neurons}
 
     def layer_ops(self, model: LoadedModel, measure: Measure) -> dict[int, list[LayerOp]]:
-        _check_neurons(model, self.neurons)
+        check_neurons(model, self.neurons)
         return _tensor_ops(model, measure.last_values(self.source, self.neurons), self.neurons, last_only=True)
 
 
@@ -261,13 +266,13 @@ class WeightEdit:
     factor: float = 0.0
     digest: str = ""
     kind: ClassVar[str] = "weight_edit"
+    _positions: dict = field(default_factory=dict, repr=False, compare=False)  # device -> flat indices of the mask
 
     def __post_init__(self) -> None:
         mask = self.mask.detach().to("cpu", torch.bool).contiguous()
         object.__setattr__(self, "mask", mask)
-        digest = hashlib.blake2b(mask.numpy().tobytes(), digest_size=12)
-        digest.update(json.dumps(list(mask.shape)).encode())
-        object.__setattr__(self, "digest", digest.hexdigest())
+        object.__setattr__(self, "digest", digest(mask.numpy().tobytes(), json.dumps(list(mask.shape)),
+                                                  size=MASK_DIGEST_SIZE))
 
     @classmethod
     def rows(cls, parameter: str, shape: Sequence[int], rows: Sequence[int], factor: float = 0.0) -> WeightEdit:
@@ -310,13 +315,15 @@ class WeightEdit:
         if tuple(parameter.shape) != tuple(self.mask.shape):
             raise InterventionError(f"the mask for {self.parameter} is {tuple(self.mask.shape)}, the weight "
                                     f"{tuple(parameter.shape)}")
-        weight = parameter.data
-        mask = self.mask.to(weight.device)
-        saved = weight[mask].clone()
-        weight[mask] = saved * self.factor
+        flat = parameter.data.view(-1)
+        positions = self._positions.get(flat.device)
+        if positions is None:  # a boolean mask is searched on every use; its positions once per device
+            positions = self._positions[flat.device] = self.mask.view(-1).nonzero().squeeze(1).to(flat.device)
+        saved = flat[positions]
+        flat[positions] = saved * self.factor
 
         def undo() -> None:
-            weight[mask] = saved
+            flat[positions] = saved
 
         return undo
 
@@ -347,8 +354,7 @@ class Intervention:
         """Stable across processes and versions of Python: a hash of the steps' canonical JSON (not the name)."""
         if not self.steps:
             return NONE_KEY
-        text = json.dumps([step.spec() for step in self.steps], sort_keys=True, separators=(",", ":"))
-        return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+        return json_digest([step.spec() for step in self.steps], size=INTERVENTION_KEY_SIZE)
 
     def __bool__(self) -> bool:
         return bool(self.steps)

@@ -10,20 +10,15 @@ here (they act inside nnsight traces; MathNeuro scores weights of the model as i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
-from transformers.pytorch_utils import Conv1D
 
+from ..models.adapters import in_out_features
 from ..models.loading import LoadedModel
+from ..progress import Progress, report
 from .interventions import Intervention
 from .trace import intervened
-
-Progress = Callable[..., None]
-
-
-def _in_features(module: torch.nn.Module) -> int:
-    return module.weight.shape[0] if isinstance(module, Conv1D) else module.weight.shape[1]
 
 
 def input_norms(model: LoadedModel, modules: Mapping[str, torch.nn.Module], texts: Sequence[str],
@@ -31,7 +26,7 @@ def input_norms(model: LoadedModel, modules: Mapping[str, torch.nn.Module], text
                 progress: Progress | None = None) -> dict[str, torch.Tensor]:
     """name -> fp32 ``[in]`` on the host: ``sum_s sqrt(sum_{t real in s} X[s, t, j]^2)``."""
     device = model.device
-    sums = {name: torch.zeros(_in_features(m), dtype=torch.float32, device=m.weight.device)
+    sums = {name: torch.zeros(in_out_features(m)[0], dtype=torch.float32, device=m.weight.device)
             for name, m in modules.items()}
     state: dict = {"mask": None, "last": None}
 
@@ -57,8 +52,7 @@ def input_norms(model: LoadedModel, modules: Mapping[str, torch.nn.Module], text
                 inputs = {k: v.to(device) for k, v in model.encode(batch).items()}
                 state["mask"], state["last"] = inputs["attention_mask"].float(), None
                 model.hf(**inputs, use_cache=False)
-                if progress is not None:
-                    progress(min(start + batch_size, len(texts)), len(texts))
+                report(progress, min(start + batch_size, len(texts)), len(texts))
     finally:
         for handle in handles:
             handle.remove()

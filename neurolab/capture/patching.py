@@ -25,19 +25,19 @@ cost no pass. A big model restricts ``layers`` (and ``positions``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
-from transformers.pytorch_utils import Conv1D
 
 from ..errors import InputError
-from ..models.adapters import get_module
+from ..models.adapters import get_module, in_out_features
 from ..models.loading import LoadedModel
-from .interventions import Intervention
-from .trace import Pass, _check_layers, _inputs, default_batch_size, intervened, run_pass
+from ..progress import Progress, report
+from .interventions import Intervention, check_layers
+from .trace import Pass, _inputs, default_batch_size, intervened, run_pass
 
 METRICS = ("fraction", "logit_diff", "ie")
 
@@ -61,7 +61,7 @@ def n_heads(model: LoadedModel) -> int:
 def head_width(model: LoadedModel) -> int:
     """d_head: the output projection's input width over the number of heads."""
     projection = get_module(model.hf, model.adapter.attn_out_path(0))
-    width = projection.weight.shape[0] if isinstance(projection, Conv1D) else projection.in_features
+    width, _ = in_out_features(projection)
     return width // n_heads(model)
 
 
@@ -69,7 +69,7 @@ def components(model: LoadedModel, layers: Sequence[int] | None = None, heads: b
                mlp: bool = True) -> list[Component]:
     """Per layer: its MLP, then its heads in order (the heatmap's row order)."""
     layers = range(model.n_layers) if layers is None else sorted(set(layers))
-    _check_layers(model, layers)
+    check_layers(model, layers)
     found: list[Component] = []
     for layer in layers:
         if mlp:
@@ -107,7 +107,7 @@ def patch_components(
     model: LoadedModel, clean: Sequence[str], corrupt: Sequence[str], answers_clean: Sequence[int] | torch.Tensor,
     answers_corrupt: Sequence[int] | torch.Tensor, intervention: Intervention | None = None, *,
     layers: Sequence[int] | None = None, positions: Sequence[int] | None = None, heads: bool = True,
-    mlp: bool = True, batch_size: int | None = None, progress: Callable[[int, int], None] | None = None,
+    mlp: bool = True, batch_size: int | None = None, progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Effect of patching each component at each position from the corrupt prompts into the clean ones.
 
@@ -142,8 +142,7 @@ def patch_components(
         ld_clean, p_clean = _answer_stats(clean_run.logits, answers)
         size = batch_size or default_batch_size(model, list(clean), 0)
         per_pass = max(1, size // n)
-        if progress:
-            progress(0, len(jobs))
+        report(progress, 0, len(jobs), "patching")
         for lo in range(0, len(jobs), per_pass):
             group = jobs[lo:lo + per_pass]
             k = len(group)
@@ -158,8 +157,7 @@ def patch_components(
             after = p.reshape(k, n, 2)
             ie[lo:lo + k] = 0.5 * ((after[..., 1] - p_clean[:, 1]) / p_clean[:, 1]
                                    + (p_clean[:, 0] - after[..., 0]) / after[..., 0])
-            if progress:
-                progress(lo + k, len(jobs))
+            report(progress, lo + k, len(jobs), "patching")
     swing = float(np.mean(ld_clean - ld_corrupt))
     tokens = [model.token_str(t) for t in clean_in["input_ids"][0].tolist()]
     index = {job: i for i, job in enumerate(jobs)}

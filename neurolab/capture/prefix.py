@@ -31,6 +31,10 @@ class SharedPrefix:
     def prefix_length(self) -> int:
         return self.prefixes.shape[1]
 
+    def subset(self, rows: torch.Tensor) -> SharedPrefix:
+        """The split of some of the prompts (``rows``), continuing the same prefixes."""
+        return SharedPrefix(self.prefixes, self.group[rows], self.suffixes[rows])
+
     @property
     def suffix_length(self) -> int:
         return self.suffixes.shape[1]

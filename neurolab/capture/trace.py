@@ -21,8 +21,8 @@ pass (tests: logits within 1e-4 in float32 on every family).
 
 from __future__ import annotations
 
-import hashlib
 import json
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,12 +33,13 @@ import torch
 from transformers import DynamicCache
 
 from ..errors import InterventionError
+from ..keys import DATA_DIGEST_SIZE, digest
 from ..models.adapters import get_module, value_vectors
 from ..models.devices import HostStage, chunk_size
 from ..models.loading import LoadedModel
 from ..tasks.grid import OperandGrid, PromptTemplate
 from . import kept
-from .interventions import CLEAN, Intervention, LayerOp, NeuronAblation, by_layer
+from .interventions import CLEAN, Intervention, LayerOp, NeuronAblation, by_layer, check_layers, check_neurons
 from .prefix import SharedPrefix, split_shared_prefix
 from .weights import edited_weights
 
@@ -199,25 +200,12 @@ def run_pass(model: LoadedModel, p: Pass, remote: bool | str = False) -> PassRes
         dict(zip(captured, grads[::-1])) if grad else {}, cache)
 
 
-def _check_layers(model: LoadedModel, layers) -> None:
-    for layer in layers:
-        if not 0 <= layer < model.n_layers:
-            raise InterventionError(f"layer {layer} does not exist; the model has layers 0..{model.n_layers - 1}")
-
-
-def _check_neurons(model: LoadedModel, neurons: Sequence[tuple[int, int]]) -> None:
-    _check_layers(model, {layer for layer, _ in neurons})
-    bad = [f"L{layer}N{n}" for layer, n in neurons if not 0 <= n < model.d_mlp]
-    if bad:
-        raise InterventionError(f"{', '.join(bad[:5])}: the model has neurons 0..{model.d_mlp - 1} per layer")
-
-
 def _inputs(model: LoadedModel, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
     return {k: v.to(model.device) for k, v in model.encode(list(prompts)).items()}
 
 
 def _prompts_key(prompts: Sequence[str]) -> str:
-    return hashlib.blake2b("\n".join(prompts).encode(), digest_size=12).hexdigest()
+    return digest("\n".join(prompts), size=DATA_DIGEST_SIZE)
 
 
 class _Measure:
@@ -381,11 +369,38 @@ class _Kept:
         return (*self.key, "last") in cache and (*self.key, model.n_layers) in cache
 
 
+#: grids whose clean residuals were kept, most recent last: (fingerprint, path) -> {prompts key: (row of each
+#: prompt, kept state, prefix plan)}; a run over some of a grid's prompts starts from that grid's rows
+_GRIDS: OrderedDict[tuple, tuple[dict[str, int], _Kept, SharedPrefix | None]] = OrderedDict()
+MAX_GRIDS = 8
+
+
+def _register_grid(model: LoadedModel, prompts: Sequence[str], state: _Kept, plan: SharedPrefix | None) -> None:
+    _GRIDS[state.key] = ({prompt: i for i, prompt in enumerate(prompts)}, state, plan)
+    _GRIDS.move_to_end(state.key)
+    while len(_GRIDS) > MAX_GRIDS:
+        _GRIDS.popitem(last=False)
+
+
+def _parent_grid(model: LoadedModel, prompts: Sequence[str], shared: bool
+                 ) -> tuple[_Kept, SharedPrefix | None, torch.Tensor] | None:
+    """A kept grid of this model holding every one of ``prompts`` (on the prefix-shared path only when ``shared``),
+    with the prompts' rows in it."""
+    for key, (index, state, plan) in reversed(_GRIDS.items()):
+        if key[0] != model.fingerprint or (plan is not None and not shared):
+            continue
+        rows = [index.get(prompt) for prompt in prompts]
+        if None not in rows:
+            return state, plan, torch.as_tensor(rows, dtype=torch.long)
+    return None
+
+
 def _uniform_length(model: LoadedModel, prompts: Sequence[str]) -> bool:
     lengths = {len(ids) for ids in model.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]}
     return len(lengths) == 1
 
 
+@torch.no_grad()
 def _last_layer_logits(model: LoadedModel, final: torch.Tensor, acts: torch.Tensor,
                        ops: Mapping[int, list[LayerOp]], row_mask: Mapping[int, torch.Tensor]) -> torch.Tensor:
     """Logits at the last position when only the last layer's neurons change: the MLP output is linear in them, so
@@ -413,14 +428,14 @@ def _engine(model: LoadedModel, prompts: Sequence[str], variants: Sequence[Inter
     what is kept and skipped."""
     layers = dict(layers or {})
     row_mask, row_patch = dict(row_mask or {}), dict(row_patch or {})
-    _check_layers(model, [*layers, *row_patch, *row_mask])
+    check_layers(model, [*layers, *row_patch, *row_mask])
     for layer, mask in row_mask.items():
         if tuple(mask.shape) != (len(prompts), model.d_mlp) or mask.dtype != torch.bool:
             raise InterventionError(f"row_mask of layer {layer}: need bool [{len(prompts)}, {model.d_mlp}], "
                                     f"got {mask.dtype} {list(mask.shape)}")
     for layer, columns in layers.items():
         if columns is not None:
-            _check_neurons(model, [(layer, n) for n in columns])
+            check_neurons(model, [(layer, n) for n in columns])
     copies = len(variants)
     if copies > 1 and (row_mask or row_patch):
         raise InterventionError("per-prompt masks and patches run one intervention at a time")
@@ -439,21 +454,35 @@ def _engine(model: LoadedModel, prompts: Sequence[str], variants: Sequence[Inter
             plan = None
         uniform = plan is not None or (not remote and len(prompts) >= KEEP_MIN_PROMPTS
                                        and _uniform_length(model, prompts))
-        store = _Kept((model.fingerprint, _prompts_key(prompts), plan is not None)) if uniform else None
+        store = _Kept((model.fingerprint, _prompts_key(prompts), plan is not None)) if uniform and keep else None
         # the first layer anything changes, and the first one read: everything before is the clean model's
         edit_start = min([iv.first_layer(model) for iv in variants] + list(row_mask) + list(row_patch),
                          default=n_layers)
         start = min([edit_start, *layers])
         weights = any(iv.weight_edits for iv in variants)
         clean = edit_start == n_layers and not weights
-        shortcut = (store is not None and edit_start == n_layers - 1 and start == edit_start and not row_patch
-                    and not weights and not remote and store.has_last(model))
+        # an edit of the last layer's neurons alone, nothing captured: no layer runs at all
+        last_only = edit_start == n_layers - 1 and not layers and not row_patch and not weights and not remote
+        shortcut = store is not None and last_only and store.has_last(model)
         resume_from = None
         if store is not None and not shortcut and 0 < start < n_layers and store.layer(model, start) is not None:
             resume_from = start
+        source = None  # the rows of a kept grid that these prompts are part of (None: their own)
+        if keep and not (shortcut or resume_from or remote or row_patch) and 0 < start < n_layers:
+            found = _parent_grid(model, prompts, shared=not (row_mask or not share_prefix))
+            if found is not None:
+                parent, parent_plan, source = found
+                shortcut = last_only and parent.has_last(model)
+                resume_from = start if not shortcut and parent.layer(model, start) is not None else None
+                if shortcut or resume_from:
+                    store = parent
+                    if parent_plan is not None:
+                        plan = parent_plan.subset(source)
+                else:
+                    source = None
         keep_layers: list[int] = []
         keep_last = False
-        if store is not None and keep and not remote and not shortcut:
+        if store is not None and source is None and not remote and not shortcut:
             if clean and len(prompts) >= KEEP_MIN_PROMPTS:
                 keep_layers = [layer for layer in range(max(1, start if resume_from else 1), n_layers + 1)
                                if store.layer(model, layer) is None]
@@ -472,26 +501,29 @@ def _engine(model: LoadedModel, prompts: Sequence[str], variants: Sequence[Inter
             rows = hi - lo
             ops = _side_by_side(variant_ops, rows)
             masks = {layer: mask[lo:hi].to(model.device) for layer, mask in row_mask.items()}
+            rows_kept = slice(lo, hi) if source is None else source[lo:hi]
             if shortcut:
                 final, acts = store.layer(model, n_layers), store.layer(model, "last")
-                out = _last_layer_logits(model, final[lo:hi].repeat(copies, 1), acts[lo:hi].repeat(copies, 1), ops,
-                                         masks)
+                out = _last_layer_logits(model, final[rows_kept].repeat(copies, 1), acts[rows_kept].repeat(copies, 1),
+                                         ops, masks)
                 result = PassResult(out, {}, {}, {}, {})
             else:
                 inputs = (plan.suffix_inputs(lo, hi, cache, model.device, copies) if plan is not None
                           else _inputs(model, prompts[lo:hi] * copies))
                 resume = None
                 if resume_from is not None:
-                    resume = (resume_from, store.layer(model, resume_from)[lo:hi].repeat(copies, 1, 1))
+                    resume = (resume_from, store.layer(model, resume_from)[rows_kept].repeat(copies, 1, 1))
                 wanted = dict(columns)
                 if "last" in kept_parts:
-                    wanted.setdefault(n_layers - 1, None)
+                    wanted[n_layers - 1] = None  # all of the last layer's neurons, for the shortcut
                 result = run_pass(model, Pass(inputs, ops=ops, capture=wanted, row_mask=masks, row_patch=row_patch,
                                               residuals=keep_layers, resume=resume), remote)
                 for layer in keep_layers:
                     kept_parts[layer].append(result.residuals[layer][:rows])
                 if "last" in kept_parts:
                     kept_parts["last"].append(result.neurons[n_layers - 1][:rows].clone())
+            if "last" in kept_parts and columns.get(n_layers - 1) is not None:
+                result.neurons[n_layers - 1] = result.neurons[n_layers - 1][:, columns[n_layers - 1]]
             out = result.logits
             probs = out.float().softmax(-1)
             top_prob, top = probs.max(-1)
@@ -511,10 +543,11 @@ def _engine(model: LoadedModel, prompts: Sequence[str], variants: Sequence[Inter
                 chunks.append(chunk)
             stage.wait()
             on_chunk(lo, hi, chunks)
-        if store is not None:
+        if store is not None and kept_parts:
             for layer, parts in kept_parts.items():
-                if len(parts) * size >= len(prompts) and parts:  # every chunk ran
-                    store.put(model, layer, torch.cat(parts))
+                store.put(model, layer, torch.cat(parts))
+            if clean:
+                _register_grid(model, prompts, store, plan)
 
 
 def stream(model: LoadedModel, prompts: Sequence[str], on_chunk: Callable[[int, int, Capture], None], *,
@@ -530,8 +563,9 @@ def stream(model: LoadedModel, prompts: Sequence[str], on_chunk: Callable[[int, 
     prompt's row, its own neurons at every position (after the intervention's edits): one pass ablates a different
     set of neurons per prompt. ``layers`` maps a layer to the neurons to capture (None: all of them). ``token_ids``
     ([n, t]) asks for those tokens' probabilities per prompt. ``half`` moves captured neurons as float16 (what the
-    store keeps). A clean pass keeps its residuals for later edits of the same prompts (``keep``; see the module's
-    docstring), and an edited one starts where the kept residuals let it. The arrays handed to ``on_chunk`` live
+    store keeps). A clean pass keeps its residuals for later edits of the same prompts, and an edited one starts
+    where the kept residuals let it (see the module's docstring); ``keep=False`` runs every layer and keeps nothing
+    (the reference the shortcuts are tested against). The arrays handed to ``on_chunk`` live
     in reused buffers: copy what must outlive the call.
     """
     _engine(model, prompts, [intervention or CLEAN], lambda lo, hi, chunks: on_chunk(lo, hi, chunks[0]),
@@ -548,14 +582,14 @@ def _gather(model: LoadedModel, prompts: Sequence[str], variants: Sequence[Inter
         layers = dict.fromkeys(sorted(set(layers)))
     parts: list[list[Capture]] = [[] for _ in variants]
 
-    def keep(lo: int, hi: int, chunks: list[Capture]) -> None:
+    def collect(lo: int, hi: int, chunks: list[Capture]) -> None:
         for found, chunk in zip(parts, chunks):
             found.append(Capture(
                 chunk.top1.copy(), chunk.top1_prob.copy(),
                 None if chunk.token_probs is None else chunk.token_probs.copy(), chunk.logits,
                 {layer: acts.clone() for layer, acts in chunk.neurons.items()}))
 
-    _engine(model, prompts, variants, keep, layers=layers, token_ids=token_ids, logits=logits,
+    _engine(model, prompts, variants, collect, layers=layers, token_ids=token_ids, logits=logits,
             batch_size=options.get("batch_size"), remote=options.get("remote", False),
             row_patch=options.get("row_patch"), half=False, share_prefix=options.get("share_prefix", True),
             row_mask=options.get("row_mask"), keep=options.get("keep", True))
@@ -603,7 +637,7 @@ def neuron_gradients(
     ``(activations, gradients)``, each layer -> ``[len(prompts), d_mlp]`` float32 on the host.
     """
     layers = sorted(layers)
-    _check_layers(model, layers)
+    check_layers(model, layers)
     with intervened(model, intervention) as ops:
         result = run_pass(model, Pass(_inputs(model, prompts), ops=ops, capture=dict.fromkeys(layers),
                                       gradient=(good.to(model.device), bad.to(model.device))))

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 
 from . import options
+from .options import OPS
 from .progress import progress_bar
+
+#: ``neurolab.analysis.circuit.RULES`` and ``neurolab.capture.patching.METRICS``, copied so that building the parser
+#: imports no torch (tests/test_cli_startup.py checks that they agree)
+RULES = ("op1", "op2", "both")
+METRICS = ("fraction", "logit_diff", "ie")
 
 
 def _circuit(args: argparse.Namespace) -> int:
@@ -26,14 +32,11 @@ def _circuit(args: argparse.Namespace) -> int:
 
 def add_parsers(sub, parents: dict[str, argparse.ArgumentParser]) -> None:
     """Add ``circuit`` to the subparsers ``sub``; ``parents`` holds model, store, grid, intervention, quiet."""
-    from ..analysis.circuit import RULES
-    from ..capture.patching import METRICS
-
     p = sub.add_parser(
         "circuit", parents=[parents[k] for k in ("model", "grid", "intervention", "store", "quiet")],
         help="activation patching of each layer's MLP and each attention head at each position, clean vs "
              "counterfactual prompts")
-    p.add_argument("--op", required=True, help="operator: + - * /")
+    p.add_argument("--op", choices=OPS, required=True, help="operator")
     p.add_argument("--rule", choices=RULES, default="both",
                    help="counterfactual: op1 (change op1 only), op2 (change op2 only), both (another random prompt)")
     p.add_argument("--pairs", type=int, default=20, help="correct clean prompts, each with a counterfactual")

@@ -10,9 +10,8 @@ from pathlib import Path
 from .. import paths
 from ..errors import InputError, NeurolabError
 from . import circuit, experiments, mathneuro, options
+from .options import OPS
 from .progress import progress_bar
-
-OPS = ["+", "-", "*", "/"]
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -25,7 +24,7 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else paths.MODELS_DIR / config.name
     with progress_bar(f"train {config.name}", args.quiet, unit="step") as update:
         metadata = train(config, out, Path(args.state_dir) if args.state_dir else paths.train_state_dir(),
-                         fresh=args.fresh, progress=lambda step, total, info: update(step, total, **info))
+                         fresh=args.fresh, progress=update)
     card = write_model_card(out)
     final = metadata["history"][-1]
     print(f"saved {out} ({metadata['train_seconds'] / 60:.1f} min); held-out accuracy: "
@@ -105,10 +104,10 @@ def _classify(args: argparse.Namespace) -> int:
     model, store, intervention = options.context(args)
     settings = ClassifySettings(maps=args.maps, top_n=args.top_n, threshold=args.threshold,
                                 n_prompts=args.prompts, seed=args.seed)
-    with progress_bar("classify", args.quiet, unit="%") as update:
+    with progress_bar("classify", args.quiet, unit="") as update:
         result = classify_operator(model, store, args.op, args.max_op, options.template(args), settings,
                                    layers=options.layers(args.layers), intervention=intervention,
-                                   progress=lambda stage, fraction: update(round(100 * fraction), 100, stage))
+                                   progress=update)
     pd.set_option("display.width", 160)
     print(f"{args.op}: first heuristics layer {result.first_layer} (MLP output's promotion of the answer):")
     print(result.evidence.to_string(index=False))
@@ -190,9 +189,9 @@ def _ablate(args: argparse.Namespace) -> int:
         neurons, origin = top_n(model, store, grid, args.layer, args.top_n), f"top-{args.top_n} of layer {args.layer}"
     chosen = neuron_ablation(neurons, args.mode, grid, args.name or "", origin)
     seed = args.seed if args.control == "random" else None
-    with progress_bar("ablate", args.quiet, unit="%") as update:
+    with progress_bar("ablate", args.quiet, unit="") as update:
         result = ablate_grid(model, store, args.op, chosen, args.max_op, options.template(args), seed,
-                             progress=lambda stage, fraction: update(round(100 * fraction), 100, stage))
+                             progress=update)
     summary = {"intervention": chosen.key, "name": chosen.name, "origin": origin, "neurons": len(neurons),
                "mode": args.mode, **{f"accuracy_{k}": v for k, v in result.summary().items()}}
     if result.control is not None:

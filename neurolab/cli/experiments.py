@@ -9,9 +9,8 @@ import json
 
 from ..errors import InputError
 from . import options
+from .options import OPS
 from .progress import progress_bar
-
-OPS = ["+", "-", "*", "/"]
 
 
 def _settings(args: argparse.Namespace):
@@ -51,15 +50,14 @@ def _knockout(args: argparse.Namespace) -> int:
 
     model, store, intervention = options.context(args)
     template, layers = options.template(args), options.layers(args.layers)
-    with progress_bar(f"{args.kind} knockout {args.op}", args.quiet, unit="%") as update:
-        report = lambda stage, fraction: update(round(100 * fraction), 100, stage)  # noqa: E731
+    with progress_bar(f"{args.kind} knockout {args.op}", args.quiet, unit="") as update:
         if args.kind == "heuristic":
             frame = heuristic_knockout(model, store, args.op, args.max_op, template, _settings(args),
-                                       args.min_neurons, args.knockout_seed, report, layers=layers,
+                                       args.min_neurons, args.knockout_seed, update, layers=layers,
                                        mode=args.mode, max_prompts=args.max_prompts, intervention=intervention)
         else:
             frame = prompt_knockout(model, store, args.op, args.max_op, template, _settings(args), _ns(args.ns),
-                                    args.n_prompts, args.knockout_seed, report, layers=layers,
+                                    args.n_prompts, args.knockout_seed, update, layers=layers,
                                     intervention=intervention)
     if args.kind == "heuristic":
         title = (f"{args.op}: {len(frame)} heuristics with >= {args.min_neurons} neurons, {args.mode}-ablated; "
@@ -78,9 +76,9 @@ def _failures(args: argparse.Namespace) -> int:
     from ..analysis.failures import failure_analysis, failure_summary
 
     model, store, intervention = options.context(args)
-    with progress_bar(f"failures {args.op}", args.quiet, unit="%") as update:
+    with progress_bar(f"failures {args.op}", args.quiet, unit="") as update:
         frame = failure_analysis(model, store, args.op, args.max_op, args.eval_max_op, args.n, args.knockout_seed,
-                                 lambda stage, fraction: update(round(100 * fraction), 100, stage),
+                                 update,
                                  template=options.template(args), settings=_settings(args),
                                  layers=options.layers(args.layers), intervention=intervention)
     summary = failure_summary(frame)

@@ -1,15 +1,28 @@
-"""Options every command shares, as argparse parents, and the one place that turns them into core objects."""
+"""Options every command shares, as argparse parents, and the one place that turns them into core objects.
+
+Building the parser imports nothing heavy (no torch, transformers, nnsight), so ``--help`` and a mistyped flag answer
+at once: the core is imported inside the functions that use it, and the few choices argparse needs up front are
+copies of the core's constants (tests/test_cli_startup.py checks that they agree)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..capture.interventions import ABLATION_MODES, CLEAN, GridRef, Intervention, NeuronAblation, parse_neurons
 from ..errors import InputError
-from ..models.devices import DEVICES, DTYPES
-from ..tasks.grid import PromptTemplate, parse_template
+
+if TYPE_CHECKING:
+    from ..capture.interventions import Intervention
+    from ..tasks.grid import PromptTemplate
+
+OPS = ["+", "-", "*", "/"]
+#: ``neurolab.capture.interventions.ABLATION_MODES``
+ABLATION_MODES = ("zero", "mean", "constant")
+#: ``neurolab.models.devices.DEVICES`` and the names of its ``DTYPES``
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _parent() -> argparse.ArgumentParser:
@@ -89,6 +102,8 @@ def context(args: argparse.Namespace, model=None):
 
 
 def template(args: argparse.Namespace) -> PromptTemplate:
+    from ..tasks.grid import PromptTemplate, parse_template
+
     chosen = parse_template(args.template)
     if args.fewshot is not None:
         chosen = PromptTemplate(chosen.format, fewshot=args.fewshot)
@@ -111,6 +126,8 @@ def layers(text: str | None) -> list[int] | None:
 
 def intervention(args: argparse.Namespace, store) -> Intervention:
     """``--intervention`` (saved, or a JSON file with its masks beside it) then ``--ablate``; clean when neither."""
+    from ..capture.interventions import CLEAN, GridRef, Intervention, NeuronAblation, parse_neurons
+
     chosen = CLEAN
     if args.intervention:
         path = Path(args.intervention)

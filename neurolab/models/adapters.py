@@ -32,6 +32,11 @@ class ArchitectureAdapter:
     attn_out: str = ""  # the attention output projection inside a block; its input is the heads' outputs, side by side
     mlp: str = "mlp"  # the MLP module inside a block; its output is the MLP's contribution to the residual stream
     n_heads_attr: str = "num_attention_heads"  # the text config's attribute holding the number of (query) heads
+    block_returns_tuple: bool = False  # a block returns (hidden_states, attention weights), not hidden_states alone
+
+    def block_output(self, hidden: torch.Tensor):
+        """What a block returns given its output residual (what a skipped block must return)."""
+        return (hidden, None) if self.block_returns_tuple else hidden
 
     def layer_path(self, layer: int) -> str:
         return f"{self.layers}.{layer}"
@@ -97,7 +102,7 @@ ADAPTERS: tuple[ArchitectureAdapter, ...] = (
     ArchitectureAdapter(
         family="gpt-j", model_types=("gptj",), layers="transformer.h", mlp_out="mlp.fc_out", attention="attn",
         final_norm="transformer.ln_f", unembed="lm_head", embed="transformer.wte", gated=False,
-        attn_out="attn.out_proj", mlp="mlp", n_heads_attr="n_head",
+        attn_out="attn.out_proj", mlp="mlp", n_heads_attr="n_head", block_returns_tuple=True,
     ),
 )
 
@@ -113,7 +118,7 @@ def adapter_for(model_type: str) -> ArchitectureAdapter:
             return adapter
     raise UnsupportedArchitectureError(
         f"neurolab has no adapter for model_type {model_type!r}; supported: {', '.join(supported_model_types())}. "
-        "Adding a family is one entry in neurolab/adapters.py."
+        "Adding a family is one entry in neurolab/models/adapters.py."
     )
 
 
@@ -125,11 +130,32 @@ def get_module(root: torch.nn.Module, path: str) -> torch.nn.Module:
     return node
 
 
-def value_vectors(projection: torch.nn.Module) -> torch.Tensor:
-    """Rows ``W_out[n]`` of a down projection, ``[d_mlp, d_model]``, whatever its layout.
+def is_projection(module: torch.nn.Module) -> bool:
+    """A weight matrix applied to its input: ``nn.Linear``, or GPT-2's ``Conv1D`` (the same map, stored transposed).
 
-    ``nn.Linear`` stores ``[out, in]`` = ``[d_model, d_mlp]``; GPT-2's ``Conv1D`` stores ``[in, out]``.
-    """
-    if isinstance(projection, Conv1D):
-        return projection.weight
-    return projection.weight.T
+    ``nn.Linear`` stores its weight ``[out, in]``, ``Conv1D`` ``[in, out]``. This module is the one place that knows;
+    everything else asks :func:`out_in_axes`, :func:`in_out_features` or :func:`weight_as_out_in`."""
+    return isinstance(module, (torch.nn.Linear, Conv1D))
+
+
+def out_in_axes(module: torch.nn.Module) -> tuple[int, int]:
+    """The dimensions of a projection's weight holding its (outputs, inputs)."""
+    return (1, 0) if isinstance(module, Conv1D) else (0, 1)
+
+
+def in_out_features(module: torch.nn.Module) -> tuple[int, int]:
+    """(in_features, out_features) of a projection."""
+    out_axis, in_axis = out_in_axes(module)
+    shape = module.weight.shape
+    return int(shape[in_axis]), int(shape[out_axis])
+
+
+def weight_as_out_in(module: torch.nn.Module, tensor: torch.Tensor | None = None) -> torch.Tensor:
+    """A view ``[out, in]`` of the projection's weight, or of ``tensor`` laid out like it (scores, masks): writes
+    through it land in the original layout."""
+    return (module.weight if tensor is None else tensor).permute(out_in_axes(module))
+
+
+def value_vectors(projection: torch.nn.Module) -> torch.Tensor:
+    """Rows ``W_out[n]`` of a down projection, ``[d_mlp, d_model]``: its weight as ``[in, out]``."""
+    return weight_as_out_in(projection).T

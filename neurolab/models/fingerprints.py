@@ -5,47 +5,48 @@ Pure functions with no heavy imports, so the store can migrate old keys without 
 
 from __future__ import annotations
 
-import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
+
+from ..keys import FINGERPRINT_SIZE, WEIGHT_FILE_SIZE, digest, stream_digest
 
 _FULL_HASH_LIMIT = 512 * 2**20
 
 
-def _file_digest(path: Path) -> str:
-    """Content hash; for files over 512 MB, size + safetensors header + first and last 64 MB (seconds, not
+def _chunks(path: Path) -> Iterator[bytes]:
+    """The whole file; for files over 512 MB, size + safetensors header + first and last 64 MB (seconds, not
     minutes, and still changes whenever the weights do in practice)."""
-    h = hashlib.blake2b(digest_size=16)
     size = path.stat().st_size
     with path.open("rb") as f:
         if size <= _FULL_HASH_LIMIT:
-            for chunk in iter(lambda: f.read(8 * 2**20), b""):
-                h.update(chunk)
+            yield from iter(lambda: f.read(8 * 2**20), b"")
         else:
-            h.update(str(size).encode())
-            h.update(f.read(64 * 2**20))
+            yield str(size).encode()
+            yield f.read(64 * 2**20)
             f.seek(size - 64 * 2**20)
-            h.update(f.read())
-    return h.hexdigest()
+            yield f.read()
+
+
+def _file_digest(path: Path) -> str:
+    return stream_digest(_chunks(path), size=WEIGHT_FILE_SIZE)
 
 
 def fingerprint(folder: Path | None, config: dict, revision: str | None) -> str:
     """The weights' identity: a hash of the config and the weight/tokenizer files, or the hub commit."""
-    h = hashlib.blake2b(digest_size=10)
     portable = {k: v for k, v in config.items() if not k.startswith("_")}  # drops _name_or_path (a location)
-    h.update(json.dumps(portable, sort_keys=True, default=str).encode())
+    parts = [json.dumps(portable, sort_keys=True, default=str)]
     if revision:
-        h.update(revision.encode())
+        parts.append(revision)
     if folder is not None:
         for file in sorted(folder.iterdir()):
             if file.suffix == ".safetensors" or file.name.startswith("tokenizer"):
-                h.update(file.name.encode())
-                h.update(_file_digest(file).encode())
-    return h.hexdigest()
+                parts += [file.name, _file_digest(file)]
+    return digest(*parts, size=FINGERPRINT_SIZE)
 
 
 def model_fingerprint(weights_fingerprint: str, dtype: str) -> str:
     """The key of every cached result: the weights' fingerprint (content or hub revision) and the dtype they ran in.
 
     A pure function of the two, so a store written before dtypes were keyed migrates without the model."""
-    return hashlib.blake2b(f"{weights_fingerprint}|{dtype}".encode(), digest_size=10).hexdigest()
+    return digest(f"{weights_fingerprint}|{dtype}", size=FINGERPRINT_SIZE)

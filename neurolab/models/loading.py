@@ -2,7 +2,7 @@
 
 Every model, the embedded one included, goes through :func:`load_model`: ``from_pretrained`` on a folder or a hub
 id with ``trust_remote_code=False`` and safetensors only, wrapped in nnsight's ``TransformersModel``. What differs
-between families is looked up in :mod:`neurolab.adapters`; nothing here branches on the family.
+between families is looked up in :mod:`neurolab.models.adapters`; nothing here branches on the family.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,7 +229,10 @@ def _load_uncached(name: str | None, device: str, dtype: torch.dtype, revision: 
     )
 
 
-_LOADED: dict[tuple, LoadedModel] = {}
+#: loaded models, least recently used first; a model dropped here lives on while a caller still holds it
+_LOADED: OrderedDict[tuple, LoadedModel] = OrderedDict()
+#: parameters (bytes) the loaded models may hold together; the most recently used one is always kept
+LOADED_BYTES = 8 * 2**30
 
 
 def load_model(name: str | None = None, device: str | None = "auto", dtype: str | torch.dtype | None = "auto",
@@ -245,4 +249,11 @@ def load_model(name: str | None = None, device: str | None = "auto", dtype: str 
     with MODEL_LOCK:
         if key not in _LOADED:
             _LOADED[key] = _load_uncached(name, device, torch_dtype, revision, device_map)
+        _LOADED.move_to_end(key)
+        while len(_LOADED) > 1 and sum(_parameter_bytes(m) for m in _LOADED.values()) > LOADED_BYTES:
+            _LOADED.popitem(last=False)
         return _LOADED[key]
+
+
+def _parameter_bytes(model: LoadedModel) -> int:
+    return sum(p.numel() * p.element_size() for p in model.hf.parameters())

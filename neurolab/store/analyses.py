@@ -3,17 +3,17 @@ in DuckDB by a hash of everything it depends on, so a page or the CLI computes e
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 
 import pandas as pd
 
+from ..keys import ANALYSIS_KEY_SIZE, json_digest
+
 
 def analysis_key(kind: str, spec: dict) -> str:
     """Stable across processes: a hash of the kind and the canonical JSON of the spec."""
-    text = json.dumps({"kind": kind, **spec}, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+    return json_digest({"kind": kind, **spec}, size=ANALYSIS_KEY_SIZE)
 
 
 class AnalysisTables:

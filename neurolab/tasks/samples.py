@@ -16,7 +16,6 @@ Samples are taken in file order (the first N) unless ``shuffle`` (seeded). A fil
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import InputError
+from ..keys import DATA_DIGEST_SIZE, digest
 from .arithmetic import OPERATORS, answer, valid_pairs
 from .language import facts
 
@@ -96,7 +96,7 @@ def read_texts(path: str | Path, kind: str) -> list[str]:
 
 
 def file_digest(path: str | Path) -> str:
-    return hashlib.blake2b(Path(path).read_bytes(), digest_size=12).hexdigest()
+    return digest(Path(path).read_bytes(), size=DATA_DIGEST_SIZE)
 
 
 def _take(texts: list[str], n: int, shuffle: bool, seed: int) -> list[str]:
@@ -128,5 +128,6 @@ def load_samples(math_file: str | Path | None = None, general_file: str | Path |
     else:
         general = builtin_general(n_gen, seed)
         spec["general"] = "builtin"
-    spec["texts"] = hashlib.blake2b(json.dumps([math, general]).encode(), digest_size=12).hexdigest()
+    # json's default separators, not json_digest's canonical form: the digest specs stored so far carry
+    spec["texts"] = digest(json.dumps([math, general]), size=DATA_DIGEST_SIZE)
     return SampleSet(tuple(math), tuple(general), spec)

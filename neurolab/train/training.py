@@ -12,7 +12,6 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerF
 from transformers.utils import logging as hf_logging
 
 from ..paths import EMBEDDED_MODEL_NAME
+from ..progress import Progress, report
 from ..tasks.arithmetic import OPERATORS, answer, valid_pairs
 from ..tasks.language import facts
 from ..tasks.splits import METADATA_FILE
@@ -243,11 +243,11 @@ def train(
     out_dir: Path,
     state_dir: Path,
     fresh: bool = False,
-    progress: Callable[[int, int, dict], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict:
     """Train (or resume) and save the final model, its checkpoints and ``neurolab.json`` in ``out_dir``.
 
-    ``progress(step, total, info)`` is called after every step (the CLI draws a progress bar with it).
+    ``progress`` counts steps; its stage is the step's loss (``"loss 0.412"``: the CLI's bar shows it as its label).
     Returns the metadata written to ``neurolab.json``.
     """
     tokenizer = build_tokenizer()
@@ -280,20 +280,17 @@ def train(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         done = step + 1
-        info = {"loss": loss.item()}
         if done in config.checkpoint_steps:
             scores = evaluate_split(model, data, pad_id)
             history.append({"step": done, "minutes": (time.perf_counter() - began) / 60, **scores})
             _save_hf(model, tokenizer, out_dir / CHECKPOINTS_DIR / f"step-{done:05d}", half=True)
             model.train()
-            info.update(scores)
         if done % config.state_every == 0 or done == config.steps:
             _save_state(run_state, model, optimizer, {
                 "step": done, "elapsed_s": time.perf_counter() - began, "history": history,
                 "config": asdict(config),
             })
-        if progress:
-            progress(done, config.steps, info)
+        report(progress, done, config.steps, f"loss {loss.item():.3f}")
     seconds = time.perf_counter() - began
     final = evaluate_split(model, data, pad_id)
     history.append({"step": config.steps, "minutes": seconds / 60, **final})
