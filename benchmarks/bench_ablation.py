@@ -138,22 +138,23 @@ def main() -> None:
         for layer in range(n_layers):
             toggles = [neuron_ablation(top_n(model, store, grid, layer, n), origin="top-n")
                        for n in range(11, 11 + args.toggles)]
-            new = []
-            for iv in toggles:
+            new, ratios = [], []
+            for iv in toggles:  # each toggle beside a clean pass timed just before it: the machine is noisy
+                clean = timed(lambda: run(model, grid.prompts, token_ids=ids_of(model, grid), keep=False))
                 new.append(timed(lambda iv=iv: ablate_grid(model, store, args.op, iv, args.max_op)))
+                ratios.append(new[-1] / clean)
                 deferred.flush()  # the write follows the result; a user's next toggle comes seconds later
-            median = statistics.median(new)
+            median, ratio = statistics.median(new), statistics.median(ratios)
             bound = 2 * (n_layers - layer) / n_layers + 0.1
             target = "<= 0.20x and <= 0.25 s" if layer == n_layers - 1 else f"<= {bound:.2f}x"
-            ok = (median / clean_pass <= 0.20 and median <= 0.25) if layer == n_layers - 1 else (
-                median / clean_pass <= bound)
-            print(f"toggle a new ablation of layer {layer} (ablated + control): median {median * 1000:.0f} ms "
-                  f"= {median / clean_pass:.2f}x the clean pass (target {target}); each: "
+            ok = (ratio <= 0.20 and median <= 0.25) if layer == n_layers - 1 else ratio <= bound
+            print(f"toggle a new ablation of layer {layer} (ablated + control): median {median * 1000:.0f} ms, "
+                  f"median {ratio:.2f}x the clean pass beside it (target {target}); each (ms): "
                   + " ".join(f"{t * 1000:.0f}" for t in new))
             rows.append((f"toggle a new layer-{layer} ablation (ablated grid + random control), median of {len(new)}",
-                         f"{median * 1000:.0f} ms = {median / clean_pass:.2f}x a clean pass", target, met(ok)))
+                         f"{median * 1000:.0f} ms = {ratio:.2f}x a clean pass", target, met(ok)))
             figures[f"toggle_layer{layer}_s"] = median
-            figures[f"toggle_layer{layer}_ratio"] = median / clean_pass
+            figures[f"toggle_layer{layer}_ratio"] = ratio
             # the shortcut's outputs against the full pass
             chosen = [toggles[0], random_control(model, store, grid, toggles[0])]
             fast = run_side_by_side(model, grid.prompts, chosen, logits=True)

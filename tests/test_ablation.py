@@ -13,7 +13,7 @@ from neurolab.analysis import ablation as ablation_module
 from neurolab.analysis.ablation import ablate_grid, heuristic_neurons, neuron_ablation, random_control, top_n
 from neurolab.analysis.classification import ClassifySettings, classify_operator
 from neurolab.analysis.sweep import grid_for, stored_answers
-from neurolab.capture import trace
+from neurolab.capture import kept, trace
 from neurolab.errors import InputError
 from neurolab.store import Store
 
@@ -99,6 +99,7 @@ def test_a_new_toggle_is_one_pass_shown_before_it_is_stored(embedded, store, mon
     """The ablated grid and its control run as one side-by-side pass; the store gets them after the result."""
     grid = grid_for(embedded, "*", 30)
     ablate_grid(embedded, store, "*", neuron_ablation([(3, 1)]), 30)  # the clean grid, computed and kept
+    kept.cache_for(embedded.device).clear()  # as after a restart: the answers are stored, nothing is kept
     writes, batches = [], []
     real = trace.run_side_by_side
 
@@ -117,3 +118,5 @@ def test_a_new_toggle_is_one_pass_shown_before_it_is_stored(embedded, store, mon
     stored = stored_answers(embedded, store, grid, chosen)  # ... stored after, whole
     assert np.array_equal(stored["correct"].to_numpy(), result.prompts["correct_after"].to_numpy())
     assert stored_answers(embedded, store, grid, result.control) is not None
+    monkeypatch.setattr(trace, "run", lambda *a, **k: pytest.fail("the clean grid was kept by the toggle"))
+    assert trace.keep_clean(embedded, grid.prompts)

@@ -17,22 +17,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..capture.interventions import GridRef, Intervention, NeuronAblation, ablation
-from ..capture.trace import run_side_by_side
+from ..capture.interventions import CLEAN, GridRef, Intervention, NeuronAblation, ablation
+from ..capture.trace import keep_clean, run_side_by_side
 from ..errors import InputError
 from ..heuristics import RULES_VERSION
 from ..models.loading import LoadedModel
-from ..progress import Progress, report, staged
+from ..progress import Progress, report
 from ..store import Store
 from ..store.deferred import later
 from ..tasks.grid import OperandGrid, PromptTemplate
 from .importance import ensure_importance
 from .sweep import (
-    NeuronSelection,
     answer_rows,
     grid_for,
     open_sweep,
-    run_sweep,
     store_answers,
     stored_answers,
     top_neurons,
@@ -169,17 +167,23 @@ def grid_answers(model: LoadedModel, store: Store, grid: OperandGrid, interventi
                 _remember(key, frame)
         found.append(frame)
     missing = [i for i, frame in enumerate(found) if frame is None]
-    if missing:
-        report(progress, 0, len(grid), "grid under the ablation")
-        ids = torch.as_tensor(np.asarray(model.number_token_ids)[np.asarray(grid.answers)])[:, None]
-        chosen = [interventions[i] for i in missing]
+    ids = torch.as_tensor(np.asarray(model.number_token_ids)[np.asarray(grid.answers)])[:, None]
+    # the clean grid first and alone (it keeps the residuals every edit starts from), then the edits side by side
+    for batch in ([i for i in missing if not interventions[i]], [i for i in missing if interventions[i]]):
+        if not batch:
+            continue
+        stage = "clean grid" if not interventions[batch[0]] else "grid under the ablation"
+        report(progress, 0, len(grid), stage)
+        if interventions[batch[0]]:
+            keep_clean(model, grid.prompts)  # once per grid and process: every edit then starts at its layer
+        chosen = [interventions[i] for i in batch]
         captures = run_side_by_side(model, grid.prompts, chosen, token_ids=ids)
-        for i, intervention, capture in zip(missing, chosen, captures):
+        for i, intervention, capture in zip(batch, chosen, captures):
             frame = answer_rows(model, grid, 0, len(grid), capture)
             _remember(_memory_key(model, grid, intervention), frame)
             found[i] = frame
             later(lambda iv=intervention, c=capture: store_answers(model, store, grid, iv, c))
-        report(progress, len(grid), len(grid), "grid under the ablation")
+        report(progress, len(grid), len(grid), stage)
     return found
 
 
@@ -191,17 +195,14 @@ def ablate_grid(model: LoadedModel, store: Store, op: str, intervention: Interve
     grid and its control are computed together in one pass from the first layer they edit, shown before they are
     stored; whatever is known already is not computed again."""
     grid = grid_for(model, op, max_op, template)
-    clean = run_sweep(model, store, grid.op, NeuronSelection("none"), grid.max_op, grid.template, Intervention(),
-                      progress=staged(progress, "clean grid"))
-    before = store.prompts(clean.sweep_id)
     control = None if control_seed is None else random_control(model, store, grid, intervention, control_seed)
-    answers = grid_answers(model, store, grid, [intervention] + ([control] if control else []), progress)
-    after = answers[0]
+    answers = grid_answers(model, store, grid, [CLEAN, intervention] + ([control] if control else []), progress)
+    before, after = answers[:2]
     frame = before[["idx", "op1", "op2", "answer"]].assign(
         p_before=before["answer_prob"], correct_before=before["correct"],
         p_after=after["answer_prob"].to_numpy(), correct_after=after["correct"].to_numpy())
     if control is not None:
-        frame = frame.assign(p_control=answers[1]["answer_prob"].to_numpy(),
-                             correct_control=answers[1]["correct"].to_numpy())
+        frame = frame.assign(p_control=answers[2]["answer_prob"].to_numpy(),
+                             correct_control=answers[2]["correct"].to_numpy())
     report(progress, 1, 1, "done")
     return GridAblation(grid, intervention, control, frame)

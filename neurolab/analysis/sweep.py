@@ -301,6 +301,13 @@ def _compute(model: LoadedModel, store: Store, sweep_id: int, grid: OperandGrid,
     return len(todo)
 
 
+@lru_cache(maxsize=8)
+def vocabulary(tokenizer, size: int) -> np.ndarray:
+    """Every token's string by id, for the ``size`` logits of a model (converting a grid's ids one by one costs
+    ~10 ms); ids the tokenizer does not know (a padded embedding) read as None, as the tokenizer says."""
+    return np.asarray(tokenizer.convert_ids_to_tokens(list(range(max(size, len(tokenizer))))), dtype=object)
+
+
 def answer_rows(model: LoadedModel, grid: OperandGrid, lo: int, hi: int, capture: Capture) -> pd.DataFrame:
     """The store's prompt rows of prompts lo..hi from a run's capture (answer, top-1, probabilities, correct)."""
     answer_ids = np.asarray(model.number_token_ids)[np.asarray(grid.answers[lo:hi])]
@@ -311,7 +318,7 @@ def answer_rows(model: LoadedModel, grid: OperandGrid, lo: int, hi: int, capture
         "op2": pairs[:, 1],
         "answer": grid.answers[lo:hi],
         "prompt": grid.prompts[lo:hi],
-        "top1": model.tokenizer.convert_ids_to_tokens(capture.top1.tolist()),
+        "top1": vocabulary(model.tokenizer, model.hf.config.get_text_config().vocab_size)[capture.top1],
         "top1_prob": capture.top1_prob.copy(),
         "answer_prob": capture.token_probs[:, 0].copy(),
         "correct": capture.top1 == answer_ids,

@@ -407,13 +407,18 @@ def _last_layer_logits(model: LoadedModel, final: torch.Tensor, acts: torch.Tens
     the final residual moves by (new - old) @ W_out, then the final norm and the unembedding. ``final`` [B, d] and
     ``acts`` [B, d_mlp] are the clean model's."""
     last = model.n_layers - 1
-    new = acts.clone().unsqueeze(1)  # [B, 1, d_mlp]: one position, the last
-    for op in ops.get(last, ()):
+    edits = list(ops.get(last, ()))
+    weights = value_vectors(get_module(model.hf, model.adapter.mlp_out_path(last)))  # [d_mlp, d_model]
+    if edits and last not in row_mask:  # only the edited neurons' columns move: work on those alone
+        columns = torch.unique(torch.cat([op.neurons for op in edits]))
+        edits = [LayerOp(torch.searchsorted(columns, op.neurons), op.values, op.last_only, op.rows) for op in edits]
+        acts, weights = acts[:, columns], weights[columns]
+    new = acts.clone().unsqueeze(1)  # [B, 1, k]: one position, the last
+    for op in edits:
         op.apply(new)
     if last in row_mask:
         new.masked_fill_(row_mask[last][:, None, :], 0)
-    projection = get_module(model.hf, model.adapter.mlp_out_path(last))
-    moved = final + (new.squeeze(1) - acts) @ value_vectors(projection)
+    moved = final + (new.squeeze(1) - acts) @ weights
     norm = get_module(model.hf, model.adapter.final_norm)
     head = get_module(model.hf, model.adapter.unembed)
     return head(norm(moved))
@@ -525,17 +530,19 @@ def _engine(model: LoadedModel, prompts: Sequence[str], variants: Sequence[Inter
             if "last" in kept_parts and columns.get(n_layers - 1) is not None:
                 result.neurons[n_layers - 1] = result.neurons[n_layers - 1][:, columns[n_layers - 1]]
             out = result.logits
-            probs = out.float().softmax(-1)
-            top_prob, top = probs.max(-1)
+            out = out.float()  # probabilities as exp(logit - logsumexp): no [batch, vocab] softmax is made
+            top_logit, top = out.max(-1)
+            log_norm = torch.logsumexp(out, -1)
+            top_prob = (top_logit - log_norm).exp()
             chunks = []
             for v in range(copies):
                 part = slice(v * rows, (v + 1) * rows)
                 chunk = Capture(stage.copy(f"top1.{v}", top[part]), stage.copy(f"top1_prob.{v}", top_prob[part]))
                 if token_ids is not None:
-                    picked = probs[part].gather(1, token_ids[lo:hi].to(probs.device))
+                    picked = (out[part].gather(1, token_ids[lo:hi].to(out.device)) - log_norm[part, None]).exp()
                     chunk.token_probs = stage.copy(f"tokens.{v}", picked)
                 if logits:
-                    chunk.logits = out[part].float().cpu()
+                    chunk.logits = out[part].cpu()
                 cast = torch.float16 if half else torch.float32
                 chunk.neurons = {layer: torch.from_numpy(stage.copy(f"L{layer}.{v}", result.neurons[layer][part]
                                                                      .to(cast)))
@@ -616,6 +623,26 @@ def run(model: LoadedModel, prompts: Sequence[str], layers: Selection | Sequence
     return _gather(model, prompts, [intervention or CLEAN], layers=layers, token_ids=token_ids, logits=logits,
                    batch_size=batch_size, remote=remote, row_patch=row_patch, share_prefix=share_prefix,
                    row_mask=row_mask, keep=keep)[0]
+
+
+def keep_clean(model: LoadedModel, prompts: Sequence[str]) -> bool:
+    """Make sure a grid's clean residuals are kept (one clean pass when they are not, e.g. after a restart, when its
+    answers came from the store); False when they cannot be: prompts of several lengths, or more than the budget."""
+    plan = split_shared_prefix(model.tokenizer, prompts)
+    if plan is None and not _uniform_length(model, prompts):
+        return False
+    state = _Kept((model.fingerprint, _prompts_key(prompts), plan is not None))
+    if state.has_last(model) and all(state.layer(model, layer) is not None for layer in range(1, model.n_layers)):
+        return True
+    config = model.hf.config.get_text_config()
+    positions = plan.suffix_length if plan is not None else len(model.tokenizer(prompts[0])["input_ids"])
+    element = torch.finfo(model.hf.dtype).bits // 8
+    needed = len(prompts) * element * ((model.n_layers - 1) * positions * config.hidden_size
+                                       + config.hidden_size + model.d_mlp)
+    if needed > kept.cache_for(model.device).budget:
+        return False
+    run(model, prompts)
+    return state.has_last(model)
 
 
 def run_side_by_side(model: LoadedModel, prompts: Sequence[str], interventions: Sequence[Intervention], *,
