@@ -5,7 +5,7 @@ import streamlit as st
 from neurolab.analysis.predict import report
 from neurolab.tasks.arithmetic import PromptError
 from neurolab.viz.figures import next_token_figure, top_neurons_figure
-from pages import PICKS_KEY, active_intervention, model_sidebar, pick_neuron
+from pages import PICKS_KEY, active_intervention, model_sidebar, pick_neuron, state
 
 st.set_page_config(page_title="neurolab", page_icon="🧮", layout="wide")
 st.title("neurolab")
@@ -13,9 +13,10 @@ st.caption("Find, test and edit the neurons language models use for arithmetic."
 
 model = model_sidebar()
 left, right = st.columns([2, 1])
-text = left.text_input("Arithmetic prompt", value="23+45=", key="prompt",
+text = left.text_input("Arithmetic prompt", key=state.PROMPT, max_chars=state.MAX_PROMPT,
                        help="<number><op><number>= with op one of + - * / (integer division)")
-per_layer = right.slider("Neurons per layer", 3, 30, 10, key="per_layer")
+st.session_state.setdefault("per_layer", 10)
+per_layer = right.slider("Neurons per layer", 3, 30, key="per_layer")
 
 active = active_intervention()
 try:

@@ -17,7 +17,7 @@ from neurolab.viz.figures import (
     number_line_figure,
     result_figure,
 )
-from pages import model_sidebar, most_active_neurons, pick_neuron, progress_bar, shared_store
+from pages import model_sidebar, most_active_neurons, pick_neuron, progress_bar, shared_store, state
 
 st.set_page_config(page_title="neurolab · operand grid", page_icon="🧮", layout="wide")
 st.title("Operand grid")
@@ -25,11 +25,11 @@ model = model_sidebar()
 store = shared_store()
 
 c1, c2, c3, c4 = st.columns(4)
-op = c1.selectbox("Operator", OPERATORS, key="grid_op")
-st.session_state.setdefault("grid_max_op", 100)  # defaults via state: the Atlas page may have set them
-max_op = c2.number_input("max_op", min_value=2, max_value=model.max_single_token + 1, key="grid_max_op",
+op = c1.selectbox("Operator", OPERATORS, key=state.OP)
+max_op = c2.number_input("max_op", min_value=2, max_value=model.max_single_token + 1, key=state.MAX_OP,
                          help="operands are 0 <= op < max_op")
-template_name = c3.selectbox("Template", [*TEMPLATES, "custom"], key="grid_template")
+template_name = c3.selectbox("Template", [*TEMPLATES, "custom"], key=state.TEMPLATE)
+st.session_state.setdefault("grid_kind", MAP_KINDS[0])
 kind = c4.radio("Map", MAP_KINDS, horizontal=True, key="grid_kind",
                 help="K: the neuron's activation. KV: activation x its value vector's logit on the right answer.")
 try:
@@ -67,17 +67,46 @@ st.caption(f"Model accuracy on this grid: {prompts['correct'].mean():.1%} of {le
 
 left, right = st.columns([1, 2])
 layers = sorted(stored)
-if st.session_state.get("grid_layer") not in layers:
-    st.session_state["grid_layer"] = layers[-1]
-layer = left.selectbox("Layer", layers, key="grid_layer", help="layers with stored neurons; type any neuron")
-top = most_active_neurons(str(store.path), sweep_id, layer, stored[layer])
-options = [f"{row.label}  (std {row.std_k:.3f}, max {row.max_k:.3f})" for row in top.itertuples()]
-picked = left.selectbox("Most active neurons of the layer", options, key="grid_pick")
-typed = right.text_input("…or type a neuron", placeholder="L3N12", key="grid_typed")
+if st.session_state.get(state.LAYER) not in range(model.n_layers):
+    st.session_state[state.LAYER] = layers[-1]
+if st.session_state[state.LAYER] not in layers:  # a typed or linked neuron of a layer no sweep stored
+    layers = sorted({*layers, st.session_state[state.LAYER]})
+layer = left.selectbox("Layer", layers, key=state.LAYER, on_change=state.put, args=(state.NEURON, None),
+                       help="layers with stored neurons; type any neuron")
+top = most_active_neurons(str(store.path), sweep_id, layer, stored.get(layer, 0)) if layer in stored else None
+labels = [] if top is None else list(top["label"])
+current = st.session_state.get(state.NEURON)
+if current is None or parse_neuron_label(current)[0] != layer:  # the layer changed: its most active neuron
+    current = labels[0] if labels else neuron_label(layer, 0)
+    st.session_state[state.NEURON] = current
+choices = labels if current in labels else [current, *labels]
+left.selectbox("Most active neurons of the layer", choices, key=state.NEURON,
+               help="the layer's stored neurons by the spread of their activation over the grid")
+if top is not None and current in labels:
+    row = top[top["label"] == current].iloc[0]
+    left.caption(f"{current}: std {row['std_k']:.3f}, max {row['max_k']:.3f} over the grid")
+
+
+def _typed() -> None:
+    """A typed neuron becomes the one state's neuron (and layer); a bad one is kept for the message below."""
+    text = st.session_state["grid_typed"].strip()
+    try:
+        typed_layer, typed_neuron = parse_neuron_label(text)
+    except ValueError:
+        return
+    st.session_state[state.LAYER], st.session_state[state.NEURON] = typed_layer, neuron_label(typed_layer,
+                                                                                              typed_neuron)
+    st.session_state["grid_typed"] = ""
+
+
+typed = right.text_input("…or type a neuron", placeholder="L3N12", key="grid_typed", on_change=_typed)
 try:
-    target_layer, neuron = parse_neuron_label(typed) if typed.strip() else parse_neuron_label(picked.split()[0])
+    if typed.strip():  # left in the box only when it did not parse
+        parse_neuron_label(typed)
+    target_layer, neuron = parse_neuron_label(st.session_state[state.NEURON])
     if not 0 <= target_layer < model.n_layers or not 0 <= neuron < model.d_mlp:
-        raise ValueError(f"{typed.strip()} is outside layers 0..{model.n_layers - 1} x neurons 0..{model.d_mlp - 1}")
+        raise ValueError(f"{neuron_label(target_layer, neuron)} is outside layers 0..{model.n_layers - 1} x neurons "
+                         f"0..{model.d_mlp - 1}")
 except ValueError as error:
     st.error(str(error))
     st.stop()

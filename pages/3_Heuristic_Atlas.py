@@ -7,7 +7,7 @@ from neurolab.analysis.classification import MAP_MODES, ClassifySettings, classi
 from neurolab.tasks.arithmetic import OPERATORS
 from neurolab.tasks.grid import TEMPLATES
 from neurolab.viz.figures import atlas_counts_figure
-from pages import model_sidebar, pick_neuron, progress_bar, shared_store
+from pages import model_sidebar, pick_neuron, progress_bar, shared_store, state
 
 st.set_page_config(page_title="neurolab · heuristic atlas", page_icon="🧮", layout="wide")
 st.title("Heuristic Atlas")
@@ -16,8 +16,8 @@ store = shared_store()
 
 with st.expander("Classify an operator", expanded=False):
     c1, c2, c3, c4, c5 = st.columns(5)
-    op = c1.selectbox("Operator", OPERATORS, key="atlas_op")
-    max_op = c2.number_input("max_op", 2, model.max_single_token + 1, 100, key="atlas_max_op")
+    op = c1.selectbox("Operator", OPERATORS, key=state.OP)
+    max_op = c2.number_input("max_op", 2, model.max_single_token + 1, key=state.MAX_OP)
     maps = c3.selectbox("Maps", MAP_MODES, index=MAP_MODES.index("hybrid"), key="atlas_maps",
                         help="hybrid: result heuristics judged on KV maps, operand heuristics on K maps (the paper's)")
     top_n = c4.number_input("Top neurons per layer", 1, model.d_mlp, min(200, model.d_mlp), key="atlas_top_n")
@@ -68,8 +68,8 @@ if rows:
               args=(row["label"],))
     if st.button(f"Open {row['label']} ({row['op']}) on the Operand Grid", key="atlas_open"):
         st.session_state.update({
-            "grid_op": row["op"], "grid_max_op": int(row["max_op"]), "grid_typed": row["label"],
-            "grid_layer": int(row["layer"]),
-            "grid_template": next((n for n, t in TEMPLATES.items() if t.key == row["template"]), "plain"),
+            state.OP: row["op"], state.MAX_OP: int(row["max_op"]), state.NEURON: row["label"],
+            state.LAYER: int(row["layer"]),
+            state.TEMPLATE: next((n for n, t in TEMPLATES.items() if t.key == row["template"]), "plain"),
         })
         st.switch_page("pages/2_Operand_Grid.py")

@@ -12,19 +12,24 @@ from neurolab.errors import NeurolabError
 from neurolab.tasks.arithmetic import OPERATORS, PromptError
 from neurolab.viz.ablation import accuracy_figure, effect_map_figure
 from neurolab.viz.figures import next_token_figure
-from pages import ACTIVE_KEY, PICKS_KEY, model_sidebar, progress_bar, shared_store
+from pages import ACTIVE_KEY, PICKS_KEY, model_sidebar, progress_bar, shared_store, state
+
+LAB_APPLIED = "lab_applied"  # the key of the ablation this page turned on (what its toggle may turn off)
 
 st.set_page_config(page_title="neurolab · ablation lab", page_icon="🧮", layout="wide")
 st.title("Ablation Lab")
 model = model_sidebar()
 store = shared_store()
 
+for key, default in {"lab_mode": "zero", "lab_seed": 0, "lab_source": "picked", "lab_typed": "L3N12, L3N40",
+                     "lab_layer": model.n_layers - 1, "lab_top_n": 50, "lab_name": ""}.items():
+    st.session_state.setdefault(key, default)  # remembered across pages (pages/state.py), so set once, here
 c1, c2, c3, c4 = st.columns(4)
-op = c1.selectbox("Operator", OPERATORS, key="lab_op")
-max_op = int(c2.number_input("max_op", 2, model.max_single_token + 1, 100, key="lab_max_op"))
+op = c1.selectbox("Operator", OPERATORS, key=state.OP)
+max_op = int(c2.number_input("max_op", 2, model.max_single_token + 1, key=state.MAX_OP))
 mode = c3.radio("Ablation", ["zero", "mean"], horizontal=True, key="lab_mode",
                 help="zero: the paper's; mean: the neuron's mean over the operator's grid, at every position")
-seed = int(c4.number_input("Control seed", 0, 10_000, 0, key="lab_seed",
+seed = int(c4.number_input("Control seed", 0, 10_000, key="lab_seed",
                            help="the random control: as many neurons per layer from the same layers' top-200"))
 grid = grid_for(model, op, max_op)
 
@@ -36,7 +41,7 @@ try:
         chosen = st.multiselect("Picked neurons", picks, default=picks, key="lab_picks")
         neurons, origin = list(parse_neurons(",".join(chosen))) if chosen else [], "manual"
     elif source == "typed":
-        typed = st.text_input("Neurons", "L3N12, L3N40", key="lab_typed", help="L<layer>N<neuron>, comma separated")
+        typed = st.text_input("Neurons", key="lab_typed", help="L<layer>N<neuron>, comma separated")
         neurons, origin = list(parse_neurons(typed)), "manual"
     elif source == "heuristic":
         frame = atlas(store, model.fingerprint)
@@ -49,8 +54,8 @@ try:
         neurons, origin = heuristic_neurons(model, store, grid, name), f"heuristic {name}"
     elif source == "layer top-N":
         l1, l2 = st.columns(2)
-        layer = int(l1.number_input("Layer", 0, model.n_layers - 1, model.n_layers - 1, key="lab_layer"))
-        count = int(l2.number_input("Top N by importance", 1, model.d_mlp, 50, key="lab_top_n"))
+        layer = int(l1.number_input("Layer", 0, model.n_layers - 1, key="lab_layer"))
+        count = int(l2.number_input("Top N by importance", 1, model.d_mlp, key="lab_top_n"))
         neurons, origin = top_n(model, store, grid, layer, count), f"top-{count} of layer {layer}"
     else:
         saved = store.interventions()
@@ -71,19 +76,21 @@ if not neurons:
     st.stop()
 st.caption(f"{len(neurons)} neurons ({origin}): " + ", ".join(f"L{a}N{b}" for a, b in neurons[:30])
            + (" ..." if len(neurons) > 30 else ""))
-name = st.text_input("Name", "", key="lab_name", placeholder=f"{origin}: {len(neurons)} neurons")
+name = st.text_input("Name", key="lab_name", placeholder=f"{origin}: {len(neurons)} neurons")
 chosen = neuron_ablation(neurons, mode, grid, name, origin)
 
+st.session_state.setdefault("ablation_on", False)
 on = st.toggle("Ablation on", key="ablation_on", help="applies to every page of this browser session while on")
 if not on:
-    if st.session_state.get(ACTIVE_KEY):
-        st.session_state[ACTIVE_KEY] = None
+    applied = st.session_state.get(LAB_APPLIED)
+    if applied and st.session_state.get(ACTIVE_KEY) == applied:  # only what this page turned on (not MathNeuro's)
+        st.session_state[ACTIVE_KEY] = st.session_state[LAB_APPLIED] = None
         st.rerun()  # the sidebar's banner was drawn before the toggle: draw the page again without it
     st.stop()
 
 store.save_intervention(chosen.to_json(), chosen.tensors())
 if st.session_state.get(ACTIVE_KEY) != chosen.key:
-    st.session_state[ACTIVE_KEY] = chosen.key
+    st.session_state[ACTIVE_KEY] = st.session_state[LAB_APPLIED] = chosen.key
     st.rerun()  # so the sidebar (drawn first) shows the new ablation
 with progress_bar("ablation", "prompts") as update:
     result = ablate_grid(model, store, op, chosen, max_op, control_seed=seed, progress=update)
@@ -101,7 +108,7 @@ st.subheader("Results that lost most")
 st.dataframe(result.results_lost(10), hide_index=True)
 
 st.subheader("The current prompt under the ablation")
-text = st.text_input("Prompt", st.session_state.get("prompt", "23+45="), key="lab_prompt")
+text = st.text_input("Prompt", key=state.PROMPT, max_chars=state.MAX_PROMPT)
 try:
     clean, ablated = report(model, text), report(model, text, intervention=chosen)
 except PromptError as error:

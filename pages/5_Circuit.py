@@ -10,7 +10,7 @@ from neurolab.errors import NeurolabError
 from neurolab.tasks.arithmetic import OPERATORS
 from neurolab.viz.circuit import circuit_heatmap
 from neurolab.viz.experiments import failure_figure, heuristic_knockout_figure, prompt_knockout_figure
-from pages import active_intervention, model_sidebar, progress_bar, shared_store
+from pages import active_intervention, model_sidebar, progress_bar, shared_store, state
 
 st.set_page_config(page_title="neurolab · circuit", page_icon="🧮", layout="wide")
 st.title("Circuit and causal checks")
@@ -19,8 +19,8 @@ store = shared_store()
 active = active_intervention()
 
 c1, c2, c3 = st.columns(3)
-op = c1.selectbox("Operator", OPERATORS, key="circuit_op")
-max_op = int(c2.number_input("max_op", 2, model.max_single_token + 1, 100, key="circuit_max_op"))
+op = c1.selectbox("Operator", OPERATORS, key=state.OP)
+max_op = int(c2.number_input("max_op", 2, model.max_single_token + 1, key=state.MAX_OP))
 top = int(c3.number_input("Top neurons per layer (classification)", 1, model.d_mlp, min(200, model.d_mlp),
                           key="circuit_top_n"))
 settings = ClassifySettings(top_n=top)

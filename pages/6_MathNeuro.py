@@ -41,12 +41,14 @@ def saved_upload(upload) -> str | None:
     return str(path)
 
 
+for key, default in {"mn_samples": 100, "mn_seed": 0, "mn_k": 0.01, "mn_factor": 1.1}.items():
+    st.session_state.setdefault(key, default)  # remembered across pages (pages/state.py), so set once, here
 d1, d2, d3, d4 = st.columns(4)
 source = d1.radio("Data", ["built-in", "files"], key="mn_source",
                   help="built-in: arithmetic prompts with answers, and the embedded model's language task")
 single = d2.checkbox("Single sample", key="mn_single", help="one math and one non-math sample (the paper: enough)")
-count = int(d3.number_input("Samples per set", 1, 100_000, 100, key="mn_samples", disabled=single))
-seed = int(d4.number_input("Seed", 0, 10_000, 0, key="mn_seed"))
+count = int(d3.number_input("Samples per set", 1, 100_000, key="mn_samples", disabled=single))
+seed = int(d4.number_input("Seed", 0, 10_000, key="mn_seed"))
 math_file = general_file = None
 if source == "files":
     f1, f2 = st.columns(2)
@@ -73,7 +75,7 @@ with progress_bar("scoring", "samples") as progress:
 st.subheader("Math-specific weights per K")
 st.dataframe(summary(math_scores, general_scores, DEFAULT_KS), hide_index=True)
 
-k = st.select_slider("K", options=list(DEFAULT_KS), value=0.01, key="mn_k")
+k = st.select_slider("K", options=list(DEFAULT_KS), key="mn_k")
 specific = math_specific(math_scores, general_scores, k)
 table = by_matrix(model, specific)
 st.plotly_chart(matrix_figure(table, k), key="mn_matrices")
@@ -81,7 +83,7 @@ st.plotly_chart(matrix_figure(table, k), key="mn_matrices")
 st.subheader("Prune or scale them")
 e1, e2 = st.columns(2)
 how = e1.radio("Edit", ["prune (x0)", "scale"], horizontal=True, key="mn_how")
-factor = 0.0 if how.startswith("prune") else float(e2.number_input("Factor", 0.0, 10.0, 1.1, 0.05, key="mn_factor"))
+factor = 0.0 if how.startswith("prune") else float(e2.number_input("Factor", 0.0, 10.0, step=0.05, key="mn_factor"))
 edited = edit(specific, factor, f"MathNeuro K={k:g} x{factor:g}", "mathneuro")
 with st.spinner("Accuracy over every operator's full grid and the non-math task ..."):
     clean, after = stored_accuracy(model, store), stored_accuracy(model, store, edited)

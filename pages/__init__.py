@@ -20,22 +20,23 @@ from neurolab.models.loading import LoadedModel, load_model
 from neurolab.progress import Progress
 from neurolab.store import Store
 
-MODEL_KEY = "model_name"  # the one source of truth for the chosen model, shared by every page
-#: the key of the stored intervention active in this browser session (None: the clean model); one place for it
-ACTIVE_KEY = "active_ablation"
-#: neurons picked on any page (home, grid) for the Ablation Lab, as "L3N12" labels
-PICKS_KEY = "ablation_picks"
+from .common import state
+
+ACTIVE_KEY, PICKS_KEY = state.ACTIVE, state.PICKS
 
 
 def _remember_model() -> None:
-    st.session_state[MODEL_KEY] = st.session_state["_model_input"].strip() or "embedded"
+    st.session_state[state.MODEL] = st.session_state["_model_input"].strip() or "embedded"
 
 
 def model_sidebar() -> LoadedModel:
-    """The sidebar model picker; returns the loaded model or stops the page with a clear message."""
-    st.session_state.setdefault(MODEL_KEY, "embedded")
+    """Every page's start: the one state (kept across pages, read from and written to the URL), then the sidebar's
+    model picker; returns the loaded model or stops the page with a clear message."""
+    state.begin()
+    state.publish()
+    st.session_state.setdefault("_model_input", st.session_state[state.MODEL])
     st.sidebar.text_input(
-        "Model", value=st.session_state[MODEL_KEY], key="_model_input", on_change=_remember_model,
+        "Model", key="_model_input", on_change=_remember_model,
         help="'embedded' is neurolab's own arithmetic model. Or a Hugging Face id (e.g. EleutherAI/pythia-70m, "
         "from the local cache when offline) or a local folder with safetensors weights.",
     )
@@ -45,7 +46,7 @@ def model_sidebar() -> LoadedModel:
                              help="auto: float32 on CPU, bfloat16 on GPU. Results are cached per precision.")
         revision = st.text_input("Revision", key="model_revision",
                                  help="hub branch, tag or commit, e.g. step1000 for a Pythia training checkpoint")
-    name = st.session_state[MODEL_KEY]
+    name = st.session_state[state.MODEL]
     try:
         with st.spinner(f"Loading {name} ..."):
             model = load_model(name, device=device, dtype=dtype, revision=revision.strip() or None)

@@ -41,7 +41,7 @@ def page(path: str) -> AppTest:
 
 def test_grid_page_offers_the_sweep_then_shows_the_neuron(embedded):
     at = page(GRID)
-    at.number_input(key="grid_max_op").set_value(40).run()
+    at.number_input(key="max_op").set_value(40).run()
     assert "no stored neuron maps" in at.info[0].value and "would store all: 1,600 prompts" in at.info[0].value
     at.button(key="run_sweep").click().run()
     assert not at.exception and "Stored 1,600 prompts" in at.success[0].value
@@ -79,7 +79,7 @@ def test_atlas_classifies_filters_and_lists_matches_on_the_grid_page(embedded):
     row = filtered.iloc[0]
     # what the Atlas' "open" button sets, then the grid page shows that neuron's matches
     grid = AppTest.from_file(GRID, default_timeout=300)
-    grid.session_state["grid_typed"] = row["label"]
+    grid.session_state["neuron"], grid.session_state["layer"] = row["label"], int(row["layer"])
     grid.run()
     assert not grid.exception and not grid.error
     matches = grid.dataframe[0].value
@@ -98,8 +98,9 @@ def test_grid_page_computes_a_neuron_that_no_sweep_stored(embedded):
     top = run_sweep(embedded, store, "*", NeuronSelection("top", top_n=5, layers=(3,), n_prompts=10), 20)
     other = next(n for n in range(embedded.d_mlp) if n not in top.neurons[3])
     at = page(GRID)
-    at.selectbox(key="grid_op").set_value("*")
-    at.number_input(key="grid_max_op").set_value(20).run()
+    at.text_input(key="grid_typed").set_value(f"L3N{top.neurons[3][0]}").run()  # a stored neuron; it stays
+    at.selectbox(key="op").set_value("*")
+    at.number_input(key="max_op").set_value(20).run()
     assert not at.info  # the sweep exists: no offer to run it
     at.text_input(key="grid_typed").set_value(f"L3N{other}").run()
     assert not at.exception and not at.error
@@ -118,7 +119,7 @@ def test_ablation_lab_toggles_on_and_off_and_every_page_follows(embedded):
     assert "No neuron chosen" in at.info[0].value  # nothing picked yet
     at.radio(key="lab_source").set_value("layer top-N").run()
     at.number_input(key="lab_top_n").set_value(30)
-    at.number_input(key="lab_max_op").set_value(40).run()
+    at.number_input(key="max_op").set_value(40).run()
     at.toggle(key="ablation_on").set_value(True).run()
     assert not at.exception and not at.error
     values = {m.label: float(m.value) for m in at.metric}
@@ -153,7 +154,7 @@ def test_circuit_page_computes_each_experiment_on_demand(embedded):
     at = AppTest.from_file(str(ROOT / "pages" / "5_Circuit.py"), default_timeout=600)
     at.run()
     assert not at.exception
-    at.number_input(key="circuit_max_op").set_value(40)
+    at.number_input(key="max_op").set_value(40)
     at.number_input(key="circuit_top_n").set_value(60)
     at.number_input(key="circuit_pairs").set_value(4).run()
     at.button(key="circuit_run").click().run()

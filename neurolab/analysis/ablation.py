@@ -52,7 +52,8 @@ def neuron_ablation(neurons: Sequence[tuple[int, int]], mode: str = "zero", grid
             raise InputError("a mean ablation needs the operator's grid to average over")
         template = grid.template
         ref = GridRef(grid.op, grid.max_op, template.format, template.fewshot, template.seed)
-    return ablation(neurons, mode, grid=ref, name=name or f"{origin}: {len(neurons)} neurons", origin=origin)
+    count = f"{len(neurons)} neuron{'' if len(neurons) == 1 else 's'}"
+    return ablation(neurons, mode, grid=ref, name=name or f"{origin}: {count}, {mode}-ablated", origin=origin)
 
 
 def importance_of(model: LoadedModel, store: Store, grid: OperandGrid, n_prompts: int = 50,
