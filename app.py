@@ -26,10 +26,14 @@ except PromptError as error:
     st.stop()
 
 best, best_p = result.top_tokens[0]
-verdict = "correct" if result.correct else f"wrong (the answer is {result.prompt.answer})"
+if result.answer_probability is None:
+    verdict = (f"the answer {result.prompt.answer} is not one token of this model (integers 0..{model.max_single_token}"
+               " are), so it cannot be right in one step")
+else:
+    verdict = "correct" if result.correct else f"wrong (the answer is {result.prompt.answer})"
+    verdict += f"; p(answer {result.prompt.answer}) = {result.answer_probability:.1%}"
 st.markdown(
-    f"**{result.text}** → model says **{best}** ({best_p:.1%}), {verdict}; "
-    f"p(answer {result.prompt.answer}) = {result.answer_probability:.1%}"
+    f"**{result.text}** → model says **{best}** ({best_p:.1%}), {verdict}"
     + (f" — under the ablation *{active.describe()}*" if active is not None else "")
 )
 st.plotly_chart(next_token_figure(result), key="next_token_chart")

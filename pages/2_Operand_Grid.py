@@ -17,7 +17,16 @@ from neurolab.viz.figures import (
     number_line_figure,
     result_figure,
 )
-from pages import model_sidebar, most_active_neurons, pick_neuron, progress_bar, shared_store, state
+from pages import (
+    active_intervention,
+    model_sidebar,
+    most_active_neurons,
+    pick_neuron,
+    progress_bar,
+    shared_store,
+    state,
+    under,
+)
 
 st.set_page_config(page_title="neurolab · operand grid", page_icon="🧮", layout="wide")
 st.title("Operand grid")
@@ -42,27 +51,34 @@ except ValueError as error:
     st.error(str(error))
     st.stop()
 
+active = active_intervention()  # every map and accuracy here is the model's under it
+condition = f" under {active.describe()}" if active is not None else ""
 try:
-    sweep_id = find_sweep(model, store, grid)
+    sweep_id = find_sweep(model, store, grid, active)
     stored = store.sweep_info(sweep_id)["stored"] if sweep_id is not None else {}
 except NeurolabError as error:
     st.error(str(error))
     st.stop()
 
 if not stored:
-    plan = plan_sweep(model.n_layers, model.d_mlp, len(model.number_token_ids), len(grid), NeuronSelection())
-    st.info(f"The {op} grid ({len(grid):,} prompts, template `{template.key}`) has no stored neuron maps for this "
-            f"model yet. The sweep would store {plan.describe(len(model.number_token_ids))}.")
-    if st.button(f"Run the sweep ({len(grid):,} prompts)", key="run_sweep"):
+    offer = st.empty()  # the offer goes once the sweep has run
+    with offer.container():
+        plan = plan_sweep(model.n_layers, model.d_mlp, len(model.number_token_ids), len(grid), NeuronSelection())
+        st.info(f"The {op} grid ({len(grid):,} prompts, template `{template.key}`){condition} has no stored neuron "
+                f"maps for this model yet. The sweep would store {plan.describe(len(model.number_token_ids))}.")
+        run_now = st.button(f"Run the sweep ({len(grid):,} prompts)", key="run_sweep")
+    if run_now:
         with progress_bar("sweeping", "prompts") as progress:
-            result = run_sweep(model, store, op, max_op=int(max_op), template=template, progress=progress)
+            result = run_sweep(model, store, op, max_op=int(max_op), template=template, intervention=active,
+                               progress=progress)
         sweep_id, stored = result.sweep_id, store.sweep_info(result.sweep_id)["stored"]
+        offer.empty()
         st.success(f"Stored {result.n_prompts:,} prompts x {len(result.layers)} layers in {store.path}.")
 if not stored:
     st.stop()
 
 prompts = store.cached_prompts(sweep_id)
-st.caption(f"Model accuracy on this grid: {prompts['correct'].mean():.1%} of {len(prompts):,} prompts "
+st.caption(f"Model accuracy on this grid{condition}: {prompts['correct'].mean():.1%} of {len(prompts):,} prompts "
            f"(store: {store.path}).")
 
 left, right = st.columns([1, 2])
@@ -115,7 +131,7 @@ if neuron in store.stored_neurons(sweep_id).get(target_layer, set()):
     nmap = load_neuron_map(store, sweep_id, target_layer, neuron, kind, prompts=prompts)
 else:  # not in the sweep's selection: one grid pass capturing this neuron, then cached
     with st.spinner(f"Computing {neuron_label(target_layer, neuron)}'s map over the grid ..."):
-        nmap = neuron_map(model, store, op, target_layer, neuron, kind, int(max_op), template)
+        nmap = neuron_map(model, store, op, target_layer, neuron, kind, int(max_op), template, active)
 matches = neuron_matches(store, sweep_id, target_layer, neuron)
 operands = (prompts["op1"].to_numpy(), prompts["op2"].to_numpy(), prompts["answer"].to_numpy())
 overlay = None
@@ -128,10 +144,10 @@ else:
 if overlay is not None:
     mask = matching_set(overlay, *operands)
     left_fig, right_fig = st.columns(2)
-    left_fig.plotly_chart(grid_heatmap(nmap, int(max_op), op), key="grid_heatmap")
-    right_fig.plotly_chart(heuristic_mask_figure(nmap, mask, int(max_op), overlay), key="grid_mask")
+    left_fig.plotly_chart(under(grid_heatmap(nmap, int(max_op), op), active), key="grid_heatmap")
+    right_fig.plotly_chart(under(heuristic_mask_figure(nmap, mask, int(max_op), overlay), active), key="grid_mask")
 else:
-    st.plotly_chart(grid_heatmap(nmap, int(max_op), op), key="grid_heatmap")
+    st.plotly_chart(under(grid_heatmap(nmap, int(max_op), op), active), key="grid_heatmap")
 predicate = result_predicate(overlay) if overlay else None
 results = operands[2]
 line = number_line(model, target_layer, neuron)
@@ -140,8 +156,8 @@ st.plotly_chart(number_line_figure(line, nmap.label, results,
                 key="grid_number_line")
 n = st.slider("Fold modulo n", 2, 20, 10, key="grid_mod")
 a, b = st.columns(2)
-a.plotly_chart(folded_figure(nmap, n), key="grid_folded")
-b.plotly_chart(result_figure(nmap), key="grid_result")
+a.plotly_chart(under(folded_figure(nmap, n), active), key="grid_folded")
+b.plotly_chart(under(result_figure(nmap), active), key="grid_result")
 st.button(f"Pick {nmap.label} for the Ablation Lab", key="grid_pick_ablation", on_click=pick_neuron,
           args=(nmap.label,))
 st.download_button(f"Download {neuron_label(target_layer, neuron)} {kind} map (CSV)",

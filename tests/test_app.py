@@ -51,7 +51,7 @@ def test_typing_a_prompt_updates_the_page():
 
 @pytest.mark.parametrize("prompt, message", [
     ("23+", "Malformed prompt"), ("hello", "not an arithmetic prompt"), ("5/0=", "division by zero"),
-    ("998+5=", "answer 1003 is not a single token"),
+    ("1500+5=", "first operand 1500 is not a single token"),
 ])
 def test_malformed_prompt_gets_a_clear_message(prompt, message):
     at = home()
@@ -59,6 +59,14 @@ def test_malformed_prompt_gets_a_clear_message(prompt, message):
     assert not at.exception
     assert len(at.error) == 1 and message in at.error[0].value
     assert not at.get("plotly_chart")
+
+
+def test_an_answer_of_several_tokens_still_shows_the_prediction():
+    at = home()
+    at.text_input(key="prompt").set_value("97*99=").run()
+    assert not at.exception and not at.error
+    assert "model says" in at.markdown[0].value and "9603 is not one token" in at.markdown[0].value
+    assert at.get("plotly_chart")
 
 
 def test_unknown_model_is_a_message_and_embedded_recovers():

@@ -169,6 +169,9 @@ def test_circuit_page_computes_each_experiment_on_demand(embedded):
     at.button(key="failures_run").click().run()
     assert not at.exception and not at.error
     assert len(at.dataframe) >= 1 and set(at.dataframe[-1].value["group"]) == {"correct", "wrong"}
+    types = [json.loads(c.proto.spec)["data"][0]["type"] for c in at.get("plotly_chart")]
+    assert types.count("heatmap") == 1 and len(types) == 3  # the earlier experiments are still shown
+    assert "ie" not in at.dataframe[0].value.columns  # the patching table shows what is meaningful
 
 
 def test_mathneuro_page_scores_prunes_applies_and_sweeps(embedded):
