@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from neurolab.analysis.atlas import atlas, counts, search
+from neurolab.analysis.atlas import atlas, counts, search, search_hint
 from neurolab.analysis.classification import MAP_MODES, ClassifySettings, classify_operator
 from neurolab.tasks.arithmetic import OPERATORS
 from neurolab.tasks.grid import TEMPLATES
@@ -59,6 +59,8 @@ if kind != "all":
     view = view[view["direct"] == (kind == "direct")]
 
 st.caption(f"{len(view):,} matches over {view[['op', 'layer', 'neuron']].drop_duplicates().shape[0]:,} neurons.")
+if view.empty and query.strip():
+    st.info(search_hint(frame, query))
 st.plotly_chart(atlas_counts_figure(counts(view)), key="atlas_counts")
 event = st.dataframe(view, hide_index=True, on_select="rerun", selection_mode="single-row", key="atlas_table")
 rows = event.selection.rows if event is not None else []

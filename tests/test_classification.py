@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neurolab.analysis.atlas import atlas, normalise_query, search
+from neurolab.analysis.atlas import atlas, normalise_query, search, search_hint
 from neurolab.analysis.classification import ClassifySettings, classify_operator
 from neurolab.analysis.importance import activation_patching, attribution_patching, first_heuristics_layer, prompt_pairs
 from neurolab.analysis.sweep import grid_for, run_sweep
@@ -88,6 +88,15 @@ def test_atlas_search(embedded, store, plus):
     assert normalise_query("op1 range 100-150") == "op1_range_100_150"
     found = search(frame, "result range")
     assert len(found) and found["heuristic"].str.startswith("result_range").all()
+    one = frame.iloc[0]
+    assert set(search(frame, one["label"].lower())["label"]) == {one["label"]}  # a neuron label
+    assert set(search(frame, f"L{one['layer']}")["layer"]) == {one["layer"]}
+    ranged = frame[frame["heuristic"].str.match(r"op[12]_range_\d+_\d+$")].iloc[0]
+    target, lo, hi = ranged["heuristic"].split("_range_")[0], *map(int, ranged["heuristic"].split("_")[-2:])
+    inner = search(frame, f"{target} range {lo + 1}-{hi - 1}")  # a narrower range: the covering heuristics
+    assert ranged["heuristic"] in set(inner["heuristic"])
+    assert set(search(frame, "0 mod 10")["heuristic"]) <= {h for h in frame["heuristic"] if "_0mod10" in h}
+    assert search(frame, "no such thing").empty and "L3N170" in search_hint(frame, "no such thing")
 
 
 def test_matching_sets_from_names():

@@ -29,12 +29,47 @@ def normalise_query(text: str) -> str:
     return text.replace("same_operands", "same_operand")
 
 
-def search(frame: pd.DataFrame, text: str) -> pd.DataFrame:
-    """Rows whose heuristic name contains the normalised query (every word of it, in order)."""
-    if not text.strip():
-        return frame
+_LABEL = re.compile(r"l(\d+)(?:n(\d+))?")
+_RANGE = re.compile(r"(op1|op2|both_operands|result)_range_(\d+)_(\d+)")
+
+
+def _matches(frame: pd.DataFrame, text: str) -> pd.Series:
     needle = normalise_query(text)
-    return frame[frame["heuristic"].str.contains(re.escape(needle), regex=True)]
+    label = _LABEL.fullmatch(needle)
+    if label:  # a neuron (L3N170) or a layer (L3)
+        found = frame["layer"] == int(label.group(1))
+        return found & (frame["neuron"] == int(label.group(2))) if label.group(2) else found
+    wanted = _RANGE.fullmatch(needle)
+    if wanted:  # a range heuristic whose range covers the asked one: "op1 range 50-60" finds op1_range_50_100
+        target, lo, hi = wanted.group(1), int(wanted.group(2)), int(wanted.group(3))
+        ranges = frame["heuristic"].str.extract(_RANGE.pattern + "$")
+        return ((ranges[0] == target) & (ranges[1].astype(float) <= lo) & (ranges[2].astype(float) >= hi)).fillna(
+            False).astype(bool)
+    found = pd.Series(True, index=frame.index)
+    for word in needle.split("_"):  # every word, in any order: "operand same" finds same_operand
+        found &= frame["heuristic"].str.contains(rf"(?<![a-z0-9]){re.escape(word)}(?![a-z0-9])", regex=True)
+    return found
+
+
+def search(frame: pd.DataFrame, text: str) -> pd.DataFrame:
+    """Rows matching any of the comma-separated queries: a neuron (``L3N170``) or layer (``L3``); a range, found
+    by the heuristics that cover it (``op1 range 50-60``); else heuristic names holding every word of it
+    (``result 0 mod 10``, ``same operand``)."""
+    queries = [part for part in re.split(r"[,;]", text) if part.strip()]
+    if not queries:
+        return frame
+    found = pd.Series(False, index=frame.index)
+    for query in queries:
+        found |= _matches(frame, query)
+    return frame[found]
+
+
+def search_hint(frame: pd.DataFrame, text: str) -> str:
+    """What to say when a search finds nothing: the heuristics there are, and the forms a query takes."""
+    common = ", ".join(frame["heuristic"].value_counts().index[:5]) or "none yet"
+    return (f"No classified neuron matches {text.strip()!r} under these filters. The most common heuristics here: "
+            f"{common}. A query is a neuron (L3N170) or layer (L3), a range (op1 range 50-60: the heuristics "
+            "covering it), or words of a heuristic's name (result 0 mod 10, same operand); several, comma-separated.")
 
 
 def counts(frame: pd.DataFrame) -> pd.DataFrame:
