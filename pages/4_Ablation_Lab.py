@@ -96,10 +96,18 @@ with progress_bar("ablation", "prompts") as update:
     result = ablate_grid(model, store, op, chosen, max_op, control_seed=seed, progress=update)
 
 summary = result.summary()
+
+
+def change(value: float) -> str | None:
+    """A metric's delta, or none where it rounds to nothing (never "-0.000" with an arrow)."""
+    return None if abs(value) < 5e-4 else f"{value:+.3f}"
+
+
 m1, m2, m3 = st.columns(3)
 m1.metric("Accuracy, clean", f"{summary['before']:.3f}")
-m2.metric("Accuracy, ablated", f"{summary['after']:.3f}", f"{summary['after'] - summary['before']:+.3f}")
-m3.metric("Random control", f"{summary['control']:.3f}", f"{summary['control'] - summary['before']:+.3f}",
+m2.metric("Accuracy, ablated", f"{summary['after']:.3f}", change(summary["after"] - summary["before"]),
+          help=f"{chosen.describe()}")
+m3.metric("Random control", f"{summary['control']:.3f}", change(summary["control"] - summary["before"]),
           help=result.control.describe())
 left, right = st.columns([1, 2])
 left.plotly_chart(accuracy_figure(result), key="lab_accuracy")

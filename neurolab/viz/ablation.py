@@ -15,8 +15,9 @@ def accuracy_figure(result: GridAblation) -> go.Figure:
     fig = go.Figure(go.Bar(x=[names[k] for k in summary], y=list(summary.values()),
                            marker_color=["#7f7f7f", "#d62728", "#1f77b4"][: len(summary)],
                            text=[f"{v:.3f}" for v in summary.values()], textposition="outside"))
-    fig.update_layout(title=f"{result.grid.op} accuracy over {len(result.prompts):,} prompts: "
-                            f"{result.intervention.describe()}", yaxis={"range": [0, 1.1], "title": "accuracy"},
+    fig.update_layout(title=f"{result.grid.op} accuracy, {len(result.prompts):,} prompts<br>"
+                            f"<sup>{result.intervention.describe()}</sup>",
+                      yaxis={"range": [0, 1.1], "title": "accuracy"},
                       height=330, margin={"l": 10, "r": 10, "t": 60, "b": 10})
     return fig
 
