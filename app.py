@@ -2,10 +2,13 @@
 
 import streamlit as st
 
+from neurolab.analysis.heuristic_bag import heuristic_bag
 from neurolab.analysis.predict import report
+from neurolab.models.adapters import parse_neuron_label
 from neurolab.tasks.arithmetic import PromptError
 from neurolab.viz.figures import next_token_figure, top_neurons_figure
-from pages import PICKS_KEY, active_intervention, model_sidebar, pick_neuron, state
+from neurolab.viz.heuristic_bag import bag_figure
+from pages import PICKS_KEY, active_intervention, model_sidebar, pick_neuron, shared_store, state
 
 st.set_page_config(page_title="neurolab", page_icon="🧮", layout="wide")
 st.title("neurolab")
@@ -37,12 +40,32 @@ st.markdown(
     + (f" — under the ablation *{active.describe()}*" if active is not None else "")
 )
 st.plotly_chart(next_token_figure(result), key="next_token_chart")
+
+# the paper's finding for this prompt: the classified neurons that fire on it, grouped by heuristic
+bag = None
+if result.answer_probability is not None:  # its direct effects are on logit(answer), so the answer is one token
+    bag = heuristic_bag(model, shared_store(), text, intervention=active)
+    if bag.groups.empty:
+        st.info(bag.message)
+    st.plotly_chart(bag_figure(bag), key="bag_chart")
+
 event = st.plotly_chart(top_neurons_figure(result), key="neurons_chart", on_select="rerun",
                         selection_mode="points")
-for point in (event.selection.points if event is not None else []):  # clicking a bar picks it for the Ablation Lab
-    pick_neuron(point["y"])
+clicked = [point["y"] for point in (event.selection.points if event is not None else [])]
+if clicked:  # a click opens the neuron, or picks it for the Ablation Lab
+    label = clicked[-1]
+    layer, _ = parse_neuron_label(label)
+    labels = bag.neurons[bag.neurons["label"] == label]["heuristic"] if bag is not None and len(bag.neurons) else []
+    st.markdown(f"**{label}**" + (f": {', '.join(labels)} on this prompt" if len(labels) else
+                                   ": no classified heuristic fires for it on this prompt"))
+    o1, o2 = st.columns(2)
+    if o1.button(f"Open {label} on the Operand Grid", key="open_neuron"):
+        st.session_state[state.LAYER], st.session_state[state.NEURON] = layer, label
+        st.session_state[state.OP] = result.prompt.op
+        st.switch_page("pages/2_Operand_Grid.py")
+    o2.button(f"Pick {label} for the Ablation Lab", key="pick_clicked", on_click=pick_neuron, args=(label,))
 if st.session_state.get(PICKS_KEY):
-    st.caption(f"Picked for the Ablation Lab: {', '.join(st.session_state[PICKS_KEY])} (click a bar to add one).")
+    st.caption(f"Picked for the Ablation Lab: {', '.join(st.session_state[PICKS_KEY])}.")
 st.caption(
     "A neuron is one coordinate of the MLP's hidden activation, i.e. the input of the down projection "
     f"({result.hook_names[0]} = input of {result.module_paths[0]}). "

@@ -10,9 +10,21 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module", autouse=True)
+def temp_store(tmp_path_factory):
+    """The pages' store is a fresh file, never the user's."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NEUROLAB_STORE", str(tmp_path_factory.mktemp("app") / "store.duckdb"))
+    st.cache_resource.clear()
+    yield
+    st.cache_resource.clear()
+    mp.undo()
 
 
 def home() -> AppTest:
@@ -28,11 +40,13 @@ def test_home_shows_answer_and_neurons_for_the_default_prompt(embedded):
     summary = at.markdown[0].value
     assert "23+45=" in summary and "model says **68**" in summary and "correct" in summary
     charts = at.get("plotly_chart")
-    assert len(charts) == 2
-    # the neurons chart has one panel per layer of the embedded model
+    assert len(charts) == 3
     import json
 
-    figure = json.loads(charts[1].proto.spec)
+    bag = json.loads(charts[1].proto.spec)  # the prompt's bag of heuristics (nothing classified here: says so)
+    assert bag["data"][0]["type"] == "waterfall" and any("classif" in i.value for i in at.info)
+    # the neurons chart has one panel per layer of the embedded model
+    figure = json.loads(charts[2].proto.spec)
     assert len(figure["data"]) == embedded.n_layers
     assert all(len(trace["y"]) == 10 for trace in figure["data"])
     assert all(y.startswith("L") and "N" in y for y in figure["data"][0]["y"])
@@ -45,7 +59,7 @@ def test_typing_a_prompt_updates_the_page():
     at.slider(key="per_layer").set_value(5).run()
     import json
 
-    figure = json.loads(at.get("plotly_chart")[1].proto.spec)
+    figure = json.loads(at.get("plotly_chart")[2].proto.spec)
     assert all(len(trace["y"]) == 5 for trace in figure["data"])
 
 
@@ -75,7 +89,7 @@ def test_unknown_model_is_a_message_and_embedded_recovers():
     assert not at.exception
     assert "Could not load the model" in at.error[0].value
     at.sidebar.text_input(key="_model_input").set_value("embedded").run()
-    assert not at.error and len(at.get("plotly_chart")) == 2
+    assert not at.error and len(at.get("plotly_chart")) == 3
 
 
 def test_model_page_describes_and_evaluates(embedded):
@@ -118,3 +132,16 @@ def test_real_server_comes_up_healthy():
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_home_draws_the_prompts_bag_of_heuristics_once_classified(embedded):
+    import json
+
+    from neurolab.analysis.classification import ClassifySettings, classify_operator
+    from pages import shared_store
+
+    classify_operator(embedded, shared_store(), "+", 100, settings=ClassifySettings(), layers=[3])
+    at = home()
+    bag = json.loads(at.get("plotly_chart")[1].proto.spec)["data"][0]
+    assert bag["type"] == "waterfall" and len(bag["x"]) >= 4  # groups, the unexplained rest, the total
+    assert any(str(x).startswith("result_range") for x in bag["x"]) and "unexplained" in " ".join(map(str, bag["x"]))
