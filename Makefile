@@ -6,6 +6,9 @@ PORT ?= 8501
 export HF_HUB_OFFLINE ?= 1
 
 STAMP := $(VENV)/.installed
+# Debian's chromium drives the browser tests and benchmark (tests/browser.py launches this path); never a
+# Playwright browser download.
+CHROMIUM := /usr/bin/chromium
 BENCHMARKS := $(sort $(wildcard benchmarks/bench_*.py))
 
 .PHONY: run test lint bench install clean
@@ -21,10 +24,18 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 install: $(STAMP)
 
+# Installed when missing, quietly (root on Debian/Ubuntu: what CI runs as); a clear message otherwise.
+$(CHROMIUM):
+	@echo "Installing Debian's chromium for the browser tests (apt-get install chromium) ..."
+	@{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+		&& test -x $@; } || { echo "error: the browser tests (tests/test_browser.py) need $@. Install it as root" \
+		"with 'apt-get update && apt-get install -y chromium' (Debian's package; no Playwright browser download)," \
+		"or run make as root to let it do so." >&2; exit 1; }
+
 run: $(STAMP)
 	$(VENV)/bin/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest
 
@@ -32,7 +43,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 # Every benchmark script with the venv's python (one that needs CUDA skips itself); fails if any failed.
-bench: $(STAMP)
+bench: $(STAMP) $(CHROMIUM)
 	@failed=""; for script in $(BENCHMARKS); do \
 		echo "== $$script"; \
 		$(VENV)/bin/python $$script || failed="$$failed $$script"; \

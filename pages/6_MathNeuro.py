@@ -16,7 +16,7 @@ from neurolab.analysis.mathneuro import (
 )
 from neurolab.analysis.mathneuro_overlap import ablation_vs_pruning, neuron_overlap, overlap_by_layer
 from neurolab.errors import NeurolabError
-from neurolab.keys import DATA_DIGEST_SIZE, digest
+from neurolab.keys import DATA_DIGEST_SIZE, digest, json_digest
 from neurolab.tasks.samples import load_samples
 from neurolab.viz.mathneuro import k_sweep_figure, matrix_figure
 from pages import ACTIVE_KEY, model_sidebar, progress_bar, shared_store
@@ -27,6 +27,24 @@ st.caption("Importance of a weight = |W| x the L2 norm of its input feature over
            "math-specific = top-K on math data and not top-K on non-math data, per weight matrix.")
 model = model_sidebar()
 store = shared_store()
+
+
+# What a rerun would otherwise recompute from the (cached) scores: keyed by the model and the samples' spec, the
+# tensors passed alongside, unhashed (the leading underscore), since the key names everything they depend on.
+@st.cache_data(max_entries=16, show_spinner=False)
+def k_summary(fingerprint: str, samples_key: str, _math: dict, _general: dict) -> pd.DataFrame:
+    return summary(_math, _general, DEFAULT_KS)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def k_masks(fingerprint: str, samples_key: str, k: float, _model, _math: dict, _general: dict):
+    specific = math_specific(_math, _general, k)
+    return specific, by_matrix(_model, specific)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def k_edit(fingerprint: str, samples_key: str, k: float, factor: float, _specific: dict):
+    return edit(_specific, factor, f"MathNeuro K={k:g} x{factor:g}", "mathneuro")
 
 
 def saved_upload(upload) -> str | None:
@@ -72,19 +90,19 @@ if not st.toggle("Score the weights", key="mn_score", help="two forward passes o
     st.stop()
 with progress_bar("scoring", "samples") as progress:
     math_scores, general_scores = scores_for(model, samples, store, progress=progress)
+samples_key = json_digest(samples.spec, size=DATA_DIGEST_SIZE)
 st.subheader("Math-specific weights per K")
-st.dataframe(summary(math_scores, general_scores, DEFAULT_KS), hide_index=True)
+st.dataframe(k_summary(model.fingerprint, samples_key, math_scores, general_scores), hide_index=True)
 
 k = st.select_slider("K", options=list(DEFAULT_KS), key="mn_k")
-specific = math_specific(math_scores, general_scores, k)
-table = by_matrix(model, specific)
+specific, table = k_masks(model.fingerprint, samples_key, k, model, math_scores, general_scores)
 st.plotly_chart(matrix_figure(table, k), key="mn_matrices")
 
 st.subheader("Prune or scale them")
 e1, e2 = st.columns(2)
 how = e1.radio("Edit", ["prune (x0)", "scale"], horizontal=True, key="mn_how")
 factor = 0.0 if how.startswith("prune") else float(e2.number_input("Factor", 0.0, 10.0, step=0.05, key="mn_factor"))
-edited = edit(specific, factor, f"MathNeuro K={k:g} x{factor:g}", "mathneuro")
+edited = k_edit(model.fingerprint, samples_key, k, factor, specific)
 with st.spinner("Accuracy over every operator's full grid and the non-math task ..."):
     clean, after = stored_accuracy(model, store), stored_accuracy(model, store, edited)
 st.dataframe(pd.DataFrame([{"model": "clean", **clean}, {"model": f"x{factor:g} at K={k:g}", **after}]),

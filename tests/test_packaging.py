@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 USED_INDIRECTLY = {"accelerate": "transformers' device_map='auto' (multi-GPU loading)"}
 #: Distribution name -> import name, where they differ.
 IMPORT_NAMES: dict[str, str] = {}
-TEST_TOOLS = {"pytest", "ruff", "setuptools"}
+TEST_TOOLS = {"pytest", "ruff", "setuptools", "playwright"}
 
 
 def read(name: str) -> str:
