@@ -252,7 +252,7 @@ class Bench:
         from neurolab.models.loading import load_model
 
         for _ in range(self.args.repeats):
-            for label in ("Model", "app"):
+            for label in ("Model", "Home"):
                 link = need(nav_link(self.page, label), f"navigation link {label!r}")
                 core = ((lambda: load_model("embedded").describe()) if label == "Model" else
                         (lambda: report(load_model("embedded"), PROMPT)))

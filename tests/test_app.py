@@ -40,13 +40,11 @@ def test_home_shows_answer_and_neurons_for_the_default_prompt(embedded):
     summary = at.markdown[0].value
     assert "23+45=" in summary and "model says **68**" in summary and "correct" in summary
     charts = at.get("plotly_chart")
-    assert len(charts) == 3
+    assert len(charts) == 2 and any("classif" in i.value for i in at.info)  # no bag of heuristics before classifying
     import json
 
-    bag = json.loads(charts[1].proto.spec)  # the prompt's bag of heuristics (nothing classified here: says so)
-    assert bag["data"][0]["type"] == "waterfall" and any("classif" in i.value for i in at.info)
     # the neurons chart has one panel per layer of the embedded model
-    figure = json.loads(charts[2].proto.spec)
+    figure = json.loads(charts[1].proto.spec)
     assert len(figure["data"]) == embedded.n_layers
     assert all(len(trace["y"]) == 10 for trace in figure["data"])
     assert all(y.startswith("L") and "N" in y for y in figure["data"][0]["y"])
@@ -59,7 +57,7 @@ def test_typing_a_prompt_updates_the_page():
     at.slider(key="per_layer").set_value(5).run()
     import json
 
-    figure = json.loads(at.get("plotly_chart")[2].proto.spec)
+    figure = json.loads(at.get("plotly_chart")[1].proto.spec)
     assert all(len(trace["y"]) == 5 for trace in figure["data"])
 
 
@@ -89,7 +87,7 @@ def test_unknown_model_is_a_message_and_embedded_recovers():
     assert not at.exception
     assert "Could not load the model" in at.error[0].value
     at.sidebar.text_input(key="_model_input").set_value("embedded").run()
-    assert not at.error and len(at.get("plotly_chart")) == 3
+    assert not at.error and len(at.get("plotly_chart")) == 2
 
 
 def test_model_page_describes_and_evaluates(embedded):

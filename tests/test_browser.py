@@ -163,7 +163,7 @@ def test_ablation_changes_the_prediction_and_stays_on_across_pages(server, page)
     sidebar = page.locator('[data-testid="stSidebar"]').inner_text()
     assert "Ablation active" in sidebar
 
-    go(page, "app")  # the home page: its prediction follows the ablation
+    go(page, "Home")  # the home page: its prediction follows the ablation
     screenshot(page, "e-home-ablated")
     ablated = prediction(page)
     assert ablated[1] == clean[1]

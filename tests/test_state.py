@@ -58,7 +58,7 @@ def test_settings_and_the_ablation_survive_leaving_the_page(embedded):
     at.toggle(key="ablation_on").set_value(True).run()
     assert not at.exception and at.session_state[ACTIVE_KEY]
     key = at.session_state[ACTIVE_KEY]
-    at.switch_page("app.py").run()  # the home page, in the same session
+    at.switch_page("pages/0_Home.py").run()  # the home page, in the same session
     assert not at.exception and "under the ablation" in at.markdown[0].value
     at.switch_page("pages/4_Ablation_Lab.py").run()
     assert not at.exception

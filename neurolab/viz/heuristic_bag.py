@@ -52,8 +52,8 @@ def bag_figure(bag: HeuristicBag, max_groups: int = MAX_GROUPS) -> go.Figure:
     if bag.groups.empty:
         note += ": not classified yet" if not bag.classified else ": no heuristic neuron fires here"
     fig.update_layout(
-        title=f"Bag of heuristics of {bag.text!r}: answer {bag.answer_token} vs runner-up {bag.runner_up_token} "
-              f"(model {verdict}{note})",
+        title=f"Bag of heuristics of {bag.text!r}: answer {bag.answer_token} vs runner-up {bag.runner_up_token}"
+              f"<br><sup>model {verdict}{note}</sup>",
         yaxis_title="contribution to logit(answer) − logit(runner-up) [logits]",
         xaxis={"type": "category", "tickangle": -30}, template="plotly_white", showlegend=False, height=460,
         margin={"l": 10, "r": 10, "t": 60, "b": 10},
