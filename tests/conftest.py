@@ -32,3 +32,16 @@ def tiny_model(request, tiny_model_dirs) -> LoadedModel:
 @pytest.fixture(scope="session")
 def embedded() -> LoadedModel:
     return load_model("embedded")
+
+
+@pytest.fixture(scope="module")
+def pages_store(tmp_path_factory):
+    """A module's pages share a fresh store file, never the user's (``shared_store`` is a cached resource)."""
+    import streamlit as st
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NEUROLAB_STORE", str(tmp_path_factory.mktemp("pages") / "store.duckdb"))
+    st.cache_resource.clear()
+    yield
+    st.cache_resource.clear()
+    mp.undo()

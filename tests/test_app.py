@@ -10,21 +10,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module", autouse=True)
-def temp_store(tmp_path_factory):
-    """The pages' store is a fresh file, never the user's."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("NEUROLAB_STORE", str(tmp_path_factory.mktemp("app") / "store.duckdb"))
-    st.cache_resource.clear()
-    yield
-    st.cache_resource.clear()
-    mp.undo()
+pytestmark = pytest.mark.usefixtures("pages_store")
 
 
 def home() -> AppTest:

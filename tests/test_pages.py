@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -14,14 +13,7 @@ GRID = str(ROOT / "pages" / "2_Operand_Grid.py")
 ATLAS = str(ROOT / "pages" / "3_Heuristic_Atlas.py")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def temp_store(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("NEUROLAB_STORE", str(tmp_path_factory.mktemp("pages") / "store.duckdb"))
-    st.cache_resource.clear()  # the page's shared store must open the temp file
-    yield
-    st.cache_resource.clear()
-    mp.undo()
+pytestmark = pytest.mark.usefixtures("pages_store")
 
 
 def chart(at: AppTest, title: str) -> dict:

@@ -5,21 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME, GRID = (str(ROOT / p) for p in ("app.py", "pages/2_Operand_Grid.py"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def temp_store(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("NEUROLAB_STORE", str(tmp_path_factory.mktemp("state") / "store.duckdb"))
-    st.cache_resource.clear()
-    yield
-    st.cache_resource.clear()
-    mp.undo()
+pytestmark = pytest.mark.usefixtures("pages_store")
 
 
 def test_a_link_opens_its_view_and_the_url_follows_the_state(embedded):
