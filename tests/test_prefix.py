@@ -47,3 +47,16 @@ def test_prefix_pass_equals_the_plain_pass_on_every_family(tiny_model):
 def test_no_shared_prefix_falls_back_to_the_plain_pass(embedded):
     assert split_shared_prefix(embedded.tokenizer, ["1+2=", "after monday comes"] * 8) is None  # lengths differ
     assert split_shared_prefix(embedded.tokenizer, ["1+2=", "3+4="]) is None  # too few to share
+
+
+def test_prefix_pass_under_a_mean_ablation(embedded):
+    """A mean ablation's per-position values are cut at the prefix: the shared pass equals the plain one."""
+    from neurolab.capture.interventions import GridRef
+
+    template = TEMPLATES["fewshot"]
+    grid = grid_for(embedded, "+", 30, template)
+    mean = ablation([(1, 3), (2, 8), (3, 12)], "mean",
+                    grid=GridRef("+", 30, template.format, template.fewshot, template.seed))
+    fast, plain = (run(embedded, grid.prompts, logits=True, share_prefix=share, intervention=mean, keep=False)
+                   for share in (True, False))
+    assert (fast.logits - plain.logits).abs().max() < 1e-4 and np.array_equal(fast.top1, plain.top1)
