@@ -179,8 +179,17 @@ def check_neurons(model: LoadedModel, neurons: Sequence[tuple[int, int]]) -> Non
         raise InterventionError(f"{', '.join(bad[:5])}: the model has neurons 0..{model.d_mlp - 1} per layer")
 
 
+class _NeuronStep:
+    """What the steps on neurons share: the layers they change are their neurons' layers."""
+
+    neurons: Neurons
+
+    def layers(self, model: LoadedModel) -> set[int]:
+        return {layer for layer, _ in self.neurons}
+
+
 @dataclass(frozen=True)
-class NeuronAblation:
+class NeuronAblation(_NeuronStep):
     """Replace neurons at every position: by 0, by ``value``, or by their mean over ``grid`` (per position from the
     end of the prompt, the grid's prompts sharing one template)."""
 
@@ -213,9 +222,6 @@ class NeuronAblation:
     def describe(self) -> str:
         return f"{self.mode}-ablate {len(self.neurons)} neurons"
 
-    def layers(self, model: LoadedModel) -> set[int]:
-        return {layer for layer, _ in self.neurons}
-
     def layer_ops(self, model: LoadedModel, measure: Measure) -> dict[int, list[LayerOp]]:
         check_neurons(model, self.neurons)
         if self.mode == "mean":
@@ -227,7 +233,7 @@ class NeuronAblation:
 
 
 @dataclass(frozen=True)
-class ActivationPatch:
+class ActivationPatch(_NeuronStep):
     """Set neurons at the last position to the values they take at the last position of ``source``."""
 
     neurons: Neurons
@@ -248,9 +254,6 @@ class ActivationPatch:
 
     def describe(self) -> str:
         return f"patch {len(self.neurons)} neurons from {self.source!r}"
-
-    def layers(self, model: LoadedModel) -> set[int]:
-        return {layer for layer, _ in self.neurons}
 
     def layer_ops(self, model: LoadedModel, measure: Measure) -> dict[int, list[LayerOp]]:
         check_neurons(model, self.neurons)
