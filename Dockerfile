@@ -26,4 +26,5 @@ EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD python -c "import urllib.request, sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health').status != 200)"
 
-CMD ["streamlit", "run", "app.py", "--server.address", "0.0.0.0", "--server.port", "8501"]
+# python app.py: the model loaded before the server answers, then `streamlit run app.py` in the same process
+CMD ["python", "app.py", "--server.address", "0.0.0.0", "--server.port", "8501"]

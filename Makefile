@@ -32,8 +32,9 @@ $(CHROMIUM):
 		"with 'apt-get update && apt-get install -y chromium' (Debian's package; no Playwright browser download)," \
 		"or run make as root to let it do so." >&2; exit 1; }
 
+# The model is loaded before the server answers (app.py's `serve`): the first page finds it ready.
 run: $(STAMP)
-	$(VENV)/bin/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)
+	$(VENV)/bin/python app.py --server.address 127.0.0.1 --server.port $(PORT)
 
 test: $(STAMP) $(CHROMIUM)
 	$(VENV)/bin/ruff check .

@@ -88,9 +88,10 @@ ROWS: dict[str, tuple[str, float | None]] = {
     "lab_mean": ("Ablation Lab: zero -> mean while on", 2.0),
     "lab_off": ("Ablation Lab: toggled off", 0.5),
     "lab_again": ("Ablation Lab: toggled on again (cached)", 0.5),
-    "mn_cold": ("MathNeuro: first score, cold store (clean accuracy too; once)", 5.0),
+    "mn_cold": ("MathNeuro: first score, cold store (once)", 5.0),
     "mn_first": ("MathNeuro: first score (new samples: another seed)", 5.0),
     "mn_notch": ("MathNeuro: K moved one notch", 1.0),
+    "mn_evaluate": ("MathNeuro: evaluate the edit (every operator's grid; asked for)", None),
     "mn_apply": ("MathNeuro: apply the edit on every page", 1.5),
     "knockout_cold": ("Circuit: heuristic knockout, first (classification; once)", 10.0),
     "knockout": ("Circuit: heuristic knockout, another top-N (classified again)", 10.0),
@@ -388,10 +389,11 @@ class Bench:
         cold = self.row("mn_cold")
         first = self.row("mn_first")
         notch = self.row("mn_notch")
+        evaluate = self.row("mn_evaluate")
         apply = self.row("mn_apply")
         ks = list(DEFAULT_KS)
 
-        def core(seed: int, k: float, save: bool = False) -> None:
+        def core(seed: int, k: float, save: bool = False, evaluate: bool = False) -> None:
             samples = load_samples(None, None, n=100, seed=seed, single=False,
                                    max_single_token=self.model.max_single_token)
             math_scores, general_scores = scores_for(self.model, samples, self.store)
@@ -399,7 +401,8 @@ class Bench:
             specific = math_specific(math_scores, general_scores, k)
             by_matrix(self.model, specific)
             edited = edit(specific, 0.0, f"MathNeuro K={k:g} x0", "mathneuro")
-            stored_accuracy(self.model, self.store), stored_accuracy(self.model, self.store, edited)
+            stored_accuracy(self.model, self.store, compute=evaluate)
+            stored_accuracy(self.model, self.store, edited, compute=evaluate)
             if save:
                 self.store.save_intervention(edited.to_json(), edited.tensors())
             atlas(self.store, self.model.fingerprint)
@@ -419,6 +422,8 @@ class Bench:
             start = float(slider_value(self.page, "K") or 0.01)
             k = ks[min(ks.index(start) + 1, len(ks) - 1)] if start in ks else 0.025
             self.measure(notch, lambda: slider_key(self.page, "K", "ArrowRight"), lambda seed=seed, k=k: core(seed, k))
+            self.measure(evaluate, need(button(self.page, "Evaluate x0 at K="), "'Evaluate' button").click,
+                         lambda seed=seed, k=k: core(seed, k, evaluate=True))
             applied = need(toggle(self.page, "Apply this edit on every page"), "'Apply this edit' toggle")
             self.measure(apply, applied.click, lambda seed=seed, k=k: core(seed, k, save=True))
             self.settle(applied.click)  # off again

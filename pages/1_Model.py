@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from neurolab.analysis.evaluation import evaluate
-from pages import model_sidebar
+from pages import active_intervention, model_sidebar
 
 st.set_page_config(page_title="neurolab · model", page_icon="🧮", layout="wide")
 st.title("Model")
@@ -23,10 +23,11 @@ if checkpoints:
 
 st.subheader("Accuracy")
 sample = st.number_input("Prompts per operator (0 = all)", min_value=0, value=500, step=100, key="eval_sample")
-if st.button("Evaluate", key="evaluate"):
+active = active_intervention()
+if st.button("Evaluate" + (f" under {active.describe()}" if active is not None else ""), key="evaluate"):
     with st.spinner("Evaluating on every operator and the non-math task ..."):
-        result = evaluate(model, sample=sample or None)
-    st.caption(f"Measured on {result.split}.")
+        result = evaluate(model, sample=sample or None, intervention=active)
+    st.caption(f"Measured on {result.split}" + (f", under {active.describe()}." if active is not None else "."))
     st.dataframe(pd.DataFrame(
         [{"task": k, "accuracy": s.accuracy, "correct": s.correct, "total": s.total}
          for k, s in result.scores.items()]

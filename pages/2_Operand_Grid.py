@@ -154,9 +154,18 @@ line = number_line(model, target_layer, neuron)
 st.plotly_chart(number_line_figure(line, nmap.label, results,
                                    predicate(np.arange(len(line))) if predicate else None, overlay or ""),
                 key="grid_number_line")
-n = st.slider("Fold modulo n", 2, 20, 10, key="grid_mod")
+
+
+@st.fragment
+def folded() -> None:
+    """Moving n redraws only the folded map."""
+    n = st.slider("Fold modulo n", 2, 20, 10, key="grid_mod")
+    st.plotly_chart(under(folded_figure(nmap, n), active), key="grid_folded")
+
+
 a, b = st.columns(2)
-a.plotly_chart(under(folded_figure(nmap, n), active), key="grid_folded")
+with a:
+    folded()
 b.plotly_chart(under(result_figure(nmap), active), key="grid_result")
 st.button(f"Pick {nmap.label} for the Ablation Lab", key="grid_pick_ablation", on_click=pick_neuron,
           args=(nmap.label,))

@@ -7,12 +7,14 @@ from neurolab.analysis.classification import MAP_MODES, ClassifySettings, classi
 from neurolab.tasks.arithmetic import OPERATORS
 from neurolab.tasks.grid import TEMPLATES
 from neurolab.viz.figures import atlas_counts_figure
-from pages import model_sidebar, pick_neuron, progress_bar, shared_store, state
+from pages import active_intervention, model_sidebar, pick_neuron, progress_bar, shared_store, state, under
 
 st.set_page_config(page_title="neurolab · heuristic atlas", page_icon="🧮", layout="wide")
 st.title("Heuristic Atlas")
 model = model_sidebar()
 store = shared_store()
+active = active_intervention()  # classifications are made and shown under it (each is stored per intervention)
+condition = f" under {active.describe()}" if active is not None else ""
 
 with st.expander("Classify an operator", expanded=False):
     c1, c2, c3, c4, c5 = st.columns(5)
@@ -26,17 +28,21 @@ with st.expander("Classify an operator", expanded=False):
         with progress_bar("classifying") as progress:
             result = classify_operator(
                 model, store, op, int(max_op), TEMPLATES["plain"],
-                ClassifySettings(maps=maps, top_n=int(top_n), threshold=float(threshold)), progress=progress)
+                ClassifySettings(maps=maps, top_n=int(top_n), threshold=float(threshold)), intervention=active,
+                progress=progress)
         st.success(f"{op}: layers {result.layers} classified (first heuristics layer {result.first_layer}).")
         st.dataframe(result.coverage(), hide_index=True)
         st.caption("Per-layer evidence for the first heuristics layer (how much the MLP output promotes the answer):")
         st.dataframe(result.evidence, hide_index=True)
 
 frame = atlas(store, model.fingerprint)
+frame = frame[frame["intervention"] == (active.key if active is not None else "none")]
 if frame.empty:
-    st.info("Nothing classified for this model yet: open 'Classify an operator' above, or run "
-            "`python -m neurolab classify --op +` and reload.")
+    st.info(f"Nothing classified for this model{condition} yet: open 'Classify an operator' above"
+            + (", or run `python -m neurolab classify --op +` and reload." if active is None else "."))
     st.stop()
+if active is not None:
+    st.caption(f"Classifications made{condition}; turn it off to see the clean model's.")
 
 f1, f2, f3, f4 = st.columns(4)
 ops = f1.multiselect("Operators", sorted(frame["op"].unique()), key="atlas_f_ops")
@@ -61,7 +67,7 @@ if kind != "all":
 st.caption(f"{len(view):,} matches over {view[['op', 'layer', 'neuron']].drop_duplicates().shape[0]:,} neurons.")
 if view.empty and query.strip():
     st.info(search_hint(frame, query))
-st.plotly_chart(atlas_counts_figure(counts(view)), key="atlas_counts")
+st.plotly_chart(under(atlas_counts_figure(counts(view)), active), key="atlas_counts")
 event = st.dataframe(view, hide_index=True, on_select="rerun", selection_mode="single-row", key="atlas_table")
 rows = event.selection.rows if event is not None else []
 if rows:

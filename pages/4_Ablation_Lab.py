@@ -79,17 +79,27 @@ st.caption(f"{len(neurons)} neurons ({origin}): " + ", ".join(f"L{a}N{b}" for a,
 name = st.text_input("Name", key="lab_name", placeholder=f"{origin}: {len(neurons)} neurons")
 chosen = neuron_ablation(neurons, mode, grid, name, origin)
 
-st.session_state.setdefault("ablation_on", False)
-on = st.toggle("Ablation on", key="ablation_on", help="applies to every page of this browser session while on")
-if not on:
-    applied = st.session_state.get(LAB_APPLIED)
-    if applied and st.session_state.get(ACTIVE_KEY) == applied:  # only what this page turned on (not MathNeuro's)
-        st.session_state[ACTIVE_KEY] = st.session_state[LAB_APPLIED] = None
-        st.rerun()  # the sidebar's banner was drawn before the toggle: draw the page again without it
-    st.stop()
+st.session_state["_lab_chosen"] = chosen  # what the toggle turns on (its callback runs before the next rerun)
 
-store.save_intervention(chosen.to_json(), chosen.tensors())
-if st.session_state.get(ACTIVE_KEY) != chosen.key:
+
+def _toggled() -> None:
+    """The toggle turns the chosen ablation on or off before the page reruns, so the sidebar, drawn first, is right
+    at once (no second run). Off turns off only what this page turned on, never a MathNeuro edit."""
+    if st.session_state["ablation_on"]:
+        chosen = st.session_state["_lab_chosen"]
+        shared_store().save_intervention(chosen.to_json(), chosen.tensors())
+        st.session_state[ACTIVE_KEY] = st.session_state[LAB_APPLIED] = chosen.key
+    elif st.session_state.get(ACTIVE_KEY) == st.session_state.get(LAB_APPLIED):
+        st.session_state[ACTIVE_KEY] = st.session_state[LAB_APPLIED] = None
+
+
+st.session_state.setdefault("ablation_on", False)
+on = st.toggle("Ablation on", key="ablation_on", on_change=_toggled,
+               help="applies to every page of this browser session while on")
+if not on:
+    st.stop()
+if st.session_state.get(ACTIVE_KEY) != chosen.key:  # other neurons or mode while on: the ablation follows them
+    store.save_intervention(chosen.to_json(), chosen.tensors())
     st.session_state[ACTIVE_KEY] = st.session_state[LAB_APPLIED] = chosen.key
     st.rerun()  # so the sidebar (drawn first) shows the new ablation
 with progress_bar("ablation", "prompts") as update:
@@ -114,16 +124,24 @@ left.plotly_chart(accuracy_figure(result), key="lab_accuracy")
 right.plotly_chart(effect_map_figure(result), key="lab_effect")
 st.subheader("Results that lost most")
 st.dataframe(result.results_lost(10), hide_index=True)
-
-st.subheader("The current prompt under the ablation")
-text = st.text_input("Prompt", key=state.PROMPT, max_chars=state.MAX_PROMPT)
-try:
-    clean, ablated = report(model, text), report(model, text, intervention=chosen)
-except PromptError as error:
-    st.error(f"Malformed prompt: {error}")
-    st.stop()
-a, b = st.columns(2)
-a.plotly_chart(next_token_figure(clean).update_layout(title="clean"), key="lab_clean_tokens")
-b.plotly_chart(next_token_figure(ablated).update_layout(title="ablated"), key="lab_ablated_tokens")
 st.download_button("Download the per-prompt results (CSV)", pd.DataFrame(result.prompts).to_csv(index=False),
                    file_name=f"ablation-{chosen.key}.csv", key="lab_download")
+
+
+@st.fragment
+def current_prompt() -> None:
+    """A prompt typed here reruns only this part (the grid's charts above stay as they are)."""
+    st.subheader("The current prompt under the ablation")
+    text = st.text_input("Prompt", key=state.PROMPT, max_chars=state.MAX_PROMPT)
+    state.publish()
+    try:
+        clean, ablated = report(model, text), report(model, text, intervention=chosen)
+    except PromptError as error:
+        st.error(f"Malformed prompt: {error}")
+        return
+    a, b = st.columns(2)
+    a.plotly_chart(next_token_figure(clean).update_layout(title="clean"), key="lab_clean_tokens")
+    b.plotly_chart(next_token_figure(ablated).update_layout(title="ablated"), key="lab_ablated_tokens")
+
+
+current_prompt()

@@ -99,25 +99,43 @@ specific, table = k_masks(model.fingerprint, samples_key, k, model, math_scores,
 st.plotly_chart(matrix_figure(table, k), key="mn_matrices")
 
 st.subheader("Prune or scale them")
-e1, e2 = st.columns(2)
+e1, e2, e3 = st.columns(3)
 how = e1.radio("Edit", ["prune (x0)", "scale"], horizontal=True, key="mn_how")
 factor = 0.0 if how.startswith("prune") else float(e2.number_input("Factor", 0.0, 10.0, step=0.05, key="mn_factor"))
 edited = k_edit(model.fingerprint, samples_key, k, factor, specific)
-with st.spinner("Accuracy over every operator's full grid and the non-math task ..."):
-    clean, after = stored_accuracy(model, store), stored_accuracy(model, store, edited)
-st.dataframe(pd.DataFrame([{"model": "clean", **clean}, {"model": f"x{factor:g} at K={k:g}", **after}]),
-             hide_index=True)
-a1, a2 = st.columns(2)
-a1.metric("Math accuracy (mean of + - * /)", f"{after['math']:.3f}", f"{after['math'] - clean['math']:+.3f}")
-a2.metric("Non-math accuracy", f"{after['nonmath']:.3f}", f"{after['nonmath'] - clean['nonmath']:+.3f}")
-active = st.toggle("Apply this edit on every page", key="mn_apply",
+live = e3.toggle("Evaluate each edit", key="mn_live",
+                 help="accuracy over every operator's full grid and the non-math task as K or the factor moves "
+                      "(~2-3 s on a CPU for an edit not evaluated before; stored)")
+clean, after = stored_accuracy(model, store, compute=False), stored_accuracy(model, store, edited, compute=False)
+if None in (clean, after) and (live or st.button(f"Evaluate x{factor:g} at K={k:g}", key="mn_evaluate")):
+    with st.spinner("Accuracy over every operator's full grid and the non-math task ..."):
+        clean, after = stored_accuracy(model, store), stored_accuracy(model, store, edited)
+if None in (clean, after):
+    st.caption("Not evaluated yet: the edit's accuracy is computed when asked (the button, or 'Evaluate each edit').")
+else:
+    st.dataframe(pd.DataFrame([{"model": "clean", **clean}, {"model": f"x{factor:g} at K={k:g}", **after}]),
+                 hide_index=True)
+    a1, a2 = st.columns(2)
+    a1.metric("Math accuracy (mean of + - * /)", f"{after['math']:.3f}", f"{after['math'] - clean['math']:+.3f}")
+    a2.metric("Non-math accuracy", f"{after['nonmath']:.3f}", f"{after['nonmath'] - clean['nonmath']:+.3f}")
+st.session_state["_mn_edited"] = edited  # what the toggle applies (its callback runs before the next rerun)
+
+
+def _applied() -> None:
+    """Apply or remove the edit before the page reruns, so the sidebar, drawn first, is right at once."""
+    edited = st.session_state["_mn_edited"]
+    if st.session_state["mn_apply"]:
+        shared_store().save_intervention(edited.to_json(), edited.tensors())
+        st.session_state[ACTIVE_KEY] = edited.key
+    elif st.session_state.get(ACTIVE_KEY) == edited.key:
+        st.session_state[ACTIVE_KEY] = None
+
+
+active = st.toggle("Apply this edit on every page", key="mn_apply", on_change=_applied,
                    help="the edited model is marked in the sidebar of every page until turned off")
-if active and st.session_state.get(ACTIVE_KEY) != edited.key:
+if active and st.session_state.get(ACTIVE_KEY) != edited.key:  # K or the factor moved while applied: it follows
     store.save_intervention(edited.to_json(), edited.tensors())
     st.session_state[ACTIVE_KEY] = edited.key
-    st.rerun()
-if not active and st.session_state.get(ACTIVE_KEY) == edited.key:
-    st.session_state[ACTIVE_KEY] = None
     st.rerun()
 
 st.subheader("K sweep with the paper's baselines")

@@ -3,7 +3,8 @@
 Used by ``tests/test_browser.py`` and ``benchmarks/bench_browser.py`` (facts behind the method:
 ``../shared/browser.md``).
 
-- :class:`Server` runs ``streamlit run app.py`` on a free port of 127.0.0.1 with a temporary store
+- :class:`Server` runs ``python app.py`` (as ``make run`` does: the model loaded, then ``streamlit run``) on a free
+  port of 127.0.0.1 with a temporary store
   (``NEUROLAB_STORE``) and ``HF_HUB_OFFLINE=1``, in its own process group, and waits for ``/_stcore/health``;
   stopping it kills that group (``streamlit`` may fork: a wrapper's PID is not the server's).
 - :func:`launch_browser` starts ``/usr/bin/chromium`` (never a Playwright browser download); :func:`new_page` opens
@@ -90,7 +91,8 @@ def free_port() -> int:
 
 
 class Server:
-    """``streamlit run app.py`` on a free local port, with its own temporary store; a context manager.
+    """``python app.py`` (``streamlit run app.py`` after loading the model) on a free local port, with its own
+    temporary store; a context manager.
 
     ``store`` defaults to a fresh file in a temporary folder (removed with the server); ``log`` (default: beside the
     store) receives the server's output, whose tail a failed start reports."""
@@ -108,7 +110,7 @@ class Server:
         self.started_at = self.healthy_at = 0.0
 
     def start(self) -> Server:
-        command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
+        command = [sys.executable, "app.py", "--server.address", "127.0.0.1",
                    "--server.port", str(self.port), "--server.headless", "true",
                    "--browser.gatherUsageStats", "false"]
         self.log.parent.mkdir(parents=True, exist_ok=True)

@@ -128,6 +128,27 @@ def test_mean_constant_and_patch_set_the_values_they_say(embedded):
     assert torch.allclose(patched.neurons[3][:, 0], source.expand(len(PROMPTS)))
 
 
+def test_a_layers_grid_means_are_measured_once_for_all_its_neurons(embedded, monkeypatch):
+    """A mean ablation measures every neuron of its layers in one pass; other neurons of those layers (a random
+    control, the next pick) reuse it, and their means equal the ones measured alone."""
+    from neurolab.capture import kept, trace
+
+    run_pass = trace.run_pass
+    grid = GridRef("+", 13)  # a grid no other test averages over, so nothing is kept for it yet
+    passes = []
+    monkeypatch.setattr(trace, "run_pass", lambda *a, **k: passes.append(1) or run_pass(*a, **k))
+    first = run(embedded, PROMPTS[:2], layers={3: [7]},
+                intervention=Intervention((NeuronAblation(((3, 7), (3, 300)), "mean", grid=grid),)))
+    measured = len(passes)
+    second = run(embedded, PROMPTS[:2], layers={3: [300]},
+                 intervention=Intervention((NeuronAblation(((3, 300),), "mean", grid=grid),)))
+    assert measured == 2 and len(passes) == measured + 1  # means + the pass itself; then the pass alone
+    kept.cache_for(embedded.device).clear()
+    alone = run(embedded, PROMPTS[:2], layers={3: [300]},
+                intervention=Intervention((NeuronAblation(((3, 300),), "mean", grid=grid),)))
+    assert torch.equal(alone.neurons[3], second.neurons[3]) and first.neurons[3].shape == (2, 1)
+
+
 def test_bad_interventions_are_clear_errors(embedded):
     with pytest.raises(InterventionError, match="neurons 0..511"):
         run(embedded, PROMPTS, intervention=ablation(["L3N999"]))

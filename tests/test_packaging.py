@@ -99,7 +99,7 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_second():
     assert readme.index("make run") < readme.index("##")  # before any section: the opening of the README
     assert re.search(r"^make test$", read(".ci/run"), re.M)
     makefile = read("Makefile")
-    assert re.search(r"^run: .*\n\t.*streamlit run app\.py --server\.address 127\.0\.0\.1 --server\.port \$\(PORT\)",
+    assert re.search(r"^run: .*\n\t.*python app\.py --server\.address 127\.0\.0\.1 --server\.port \$\(PORT\)",
                      makefile, re.M)
     assert "PORT ?= 8501" in makefile
 
@@ -143,7 +143,7 @@ def test_dockerfile_runs_the_same_app_with_the_same_requirements():
     assert "-r requirements-dev.txt" not in docker  # test tools stay out of the image
     install = re.search(r"^RUN pip install --no-deps \. ", docker, re.M)
     assert install and docker.index("COPY --chown") < install.start() < docker.index("USER")
-    assert re.search(r'CMD \["streamlit", "run", "app.py".*"--server.port", "8501"\]', docker)
+    assert re.search(r'CMD \["python", "app.py".*"--server.port", "8501"\]', docker)
     assert "EXPOSE 8501" in docker
     assert re.search(r"HEALTHCHECK.*\n.*/_stcore/health", docker)
     user = re.findall(r"^USER (\S+)", docker, re.M)

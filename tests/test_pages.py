@@ -179,7 +179,10 @@ def test_mathneuro_page_scores_prunes_applies_and_sweeps(embedded):
     at.toggle(key="mn_score").set_value(True).run()
     assert not at.exception and not at.error
     assert list(at.dataframe[0].value["k"]) == [0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15]
+    assert not at.metric  # nothing evaluated until asked
     at.select_slider(key="mn_k").set_value(0.05).run()
+    assert not at.metric and [b for b in at.button if b.key == "mn_evaluate"]
+    at.button(key="mn_evaluate").click().run()
     values = {m.label: float(m.value) for m in at.metric}
     assert values["Math accuracy (mean of + - * /)"] < 0.9  # pruning math-specific weights costs math
     at.toggle(key="mn_apply").set_value(True).run()
@@ -195,3 +198,43 @@ def test_mathneuro_page_scores_prunes_applies_and_sweeps(embedded):
     assert random_row["math"] > sweep[sweep["method"] == "mathneuro"].iloc[0]["math"]
     overlap = next(d.value for d in at.dataframe if "lift" in d.value.columns)  # against the classification above
     assert len(overlap) and (overlap["chance"] > 0).all()
+
+
+def test_the_atlas_and_the_model_page_compute_under_the_active_ablation(embedded):
+    """Issue 19, item 4: with an ablation on, the Atlas classifies and lists under it and the Model page evaluates
+    under it, and both say so."""
+    from neurolab.analysis.ablation import neuron_ablation, top_n
+    from neurolab.analysis.sweep import grid_for
+    from neurolab.heuristics import RULES_VERSION
+    from pages import ACTIVE_KEY, shared_store
+
+    store = shared_store()
+    grid = grid_for(embedded, "+", 40)
+    chosen = neuron_ablation(top_n(embedded, store, grid, 3, 30), "zero", grid, "", "top-30 of layer 3")
+    store.save_intervention(chosen.to_json(), chosen.tensors())
+
+    atlas_page = AppTest.from_file(ATLAS, default_timeout=300)
+    atlas_page.session_state[ACTIVE_KEY] = chosen.key
+    atlas_page.run()
+    assert not atlas_page.exception and "Nothing classified for this model under" in atlas_page.info[0].value
+    clean_rows = (store.atlas_rows(embedded.fingerprint, RULES_VERSION, False)["intervention"] == "none").sum()
+    atlas_page.number_input(key="max_op").set_value(40)
+    atlas_page.number_input(key="atlas_top_n").set_value(20)
+    atlas_page.button(key="atlas_classify").click().run()
+    assert not atlas_page.exception and any("Classifications made under" in c.value for c in atlas_page.caption)
+    assert "under" in chart(atlas_page, "")["layout"]["title"]["text"]
+    classified = store.atlas_rows(embedded.fingerprint, RULES_VERSION, False)["intervention"].value_counts()
+    assert classified[chosen.key] > 0 and classified.get("none", 0) == clean_rows  # nothing added to the clean model
+
+    accuracy = {}
+    for key in (None, chosen.key):
+        model_page = AppTest.from_file(str(ROOT / "pages" / "1_Model.py"), default_timeout=300)
+        model_page.session_state[ACTIVE_KEY] = key
+        model_page.run()
+        model_page.number_input(key="eval_sample").set_value(200)
+        model_page.button(key="evaluate").click().run()
+        assert not model_page.exception
+        assert any("under" in c.value for c in model_page.caption) == (key is not None)
+        frame = model_page.dataframe[0].value
+        accuracy[key] = float(frame[frame["task"] == "+"]["accuracy"].iloc[0])
+    assert accuracy[chosen.key] < accuracy[None] - 0.05

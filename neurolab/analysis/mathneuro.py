@@ -230,10 +230,16 @@ def by_matrix(model: LoadedModel, masks: Mapping[str, torch.Tensor]) -> pd.DataF
 
 
 def stored_accuracy(model: LoadedModel, store, intervention: Intervention | None = None,
-                    max_op: int = 100) -> dict[str, float]:
-    """:func:`full_grid_accuracy`, computed once per (model, intervention, max_op) and kept in the store."""
+                    max_op: int = 100, compute: bool = True) -> dict[str, float] | None:
+    """:func:`full_grid_accuracy`, computed once per (model, intervention, max_op) and kept in the store; with
+    ``compute=False``, only what is stored (None if nothing is)."""
     intervention = intervention or CLEAN
     spec = {"model": model.fingerprint, "intervention": intervention.key, "max_op": max_op}
-    frame = store.cached_frame("full-grid-accuracy", spec, lambda: pd.DataFrame(
-        [full_grid_accuracy(model, intervention, max_op)]))
+    if compute:
+        frame = store.cached_frame("full-grid-accuracy", spec, lambda: pd.DataFrame(
+            [full_grid_accuracy(model, intervention, max_op)]))
+    else:
+        frame = store.stored_frame("full-grid-accuracy", spec)
+        if frame is None:
+            return None
     return {key: float(value) for key, value in frame.iloc[0].items()}

@@ -12,6 +12,9 @@ from ..models.adapters import hook_name, neuron_label
 from ..models.loading import LoadedModel
 from ..tasks.arithmetic import ArithmeticPrompt, PromptError, parse_prompt
 
+#: the prompt a dashboard session starts with (answered before the server opens: ``app.py``)
+EXAMPLE_PROMPT = "23+45="
+
 
 @dataclass
 class NeuronActivation:

@@ -21,7 +21,6 @@ pass (tests: logits within 1e-4 in float32 on every family).
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -66,7 +65,9 @@ class Pass:
     inputs: dict[str, torch.Tensor]
     ops: Mapping[int, list[LayerOp]] = field(default_factory=dict)
     capture: Mapping[int, torch.Tensor | None] = field(default_factory=dict)  # layer -> neuron columns (None: all)
-    all_positions: bool = False  # capture every position, not only the last
+    #: [batch, seq] weights: capture every position summed over the rows with these weights ([seq, k], a grid
+    #: mean's numerator, reduced on the device) instead of the last position of each row
+    row_sum: torch.Tensor | None = None
     row_mask: Mapping[int, torch.Tensor] = field(default_factory=dict)  # layer -> bool [batch, d_mlp]: zeroed
     row_patch: RowPatch = field(default_factory=dict)
     residuals: Sequence[int] = ()  # layers whose input to return; n_layers: the final norm's input, last position
@@ -166,9 +167,12 @@ def run_pass(model: LoadedModel, p: Pass, remote: bool | str = False) -> PassRes
                 if layer in capture:
                     if grad:
                         hiddens.append(hidden)
-                    part = hidden if p.all_positions else hidden[:, -1]
                     columns = capture[layer]
-                    neurons.append(part if columns is None else part[..., columns])
+                    part = hidden if columns is None else hidden[..., columns]
+                    if p.row_sum is None:
+                        neurons.append(part[:, -1])
+                    else:
+                        neurons.append(torch.einsum("bs,bsk->sk", p.row_sum.to(part.dtype), part).float())
             if layer in component_layers:
                 out = mlp_out[layer].output
                 if layer in mlp_patches:
@@ -222,31 +226,32 @@ class _Measure:
 
     def grid_means(self, step: NeuronAblation) -> dict[int, torch.Tensor]:
         """Per layer ``[P, k]``: each neuron's mean over the grid's prompts, per position from the end (padding
-        excluded)."""
-        model = self.model
-        cache = kept.cache_for(model.device)
-        key = ("means", model.fingerprint, self.edits_key, json.dumps(step.spec(), sort_keys=True))
-        found = cache.get(key)
-        if found is not None:
-            return found
+        excluded). Measured for every neuron of the step's layers at once, in one pass, and kept per layer: the
+        random control of a mean ablation (the same layers) and the next neurons of those layers cost nothing."""
+        model, cache = self.model, kept.cache_for(self.model.device)
         ref = step.grid
-        template = PromptTemplate(ref.template, ref.fewshot, ref.seed)
-        prompts = OperandGrid(ref.op, ref.max_op, model.max_single_token, template).prompts
-        columns = {layer: torch.as_tensor(ns, device=model.device) for layer, ns in by_layer(step.neurons).items()}
-        sums: dict[int, torch.Tensor] = {}
-        counts = None
-        for lo in range(0, len(prompts), MAX_BATCH):
-            inputs = _inputs(model, prompts[lo:lo + MAX_BATCH])
-            captured = run_pass(model, Pass(inputs, capture=columns, all_positions=True)).neurons
-            mask = inputs["attention_mask"].float()  # [B, S], left padding: aligned from the end
-            width = mask.shape[1]
-            for layer, acts in captured.items():
-                total = (acts.float() * mask[..., None]).sum(0)  # [S, k]
-                sums[layer] = _align_add(sums.get(layer), total, width)
-            counts = _align_add(counts, mask.sum(0)[:, None], width)
-        means = {layer: (sums[layer] / counts.clamp(min=1)).to(model.device) for layer in sums}
-        cache.put(key, means)
-        return means
+        base = ("means", model.fingerprint, self.edits_key, ref)
+        wanted = by_layer(step.neurons)
+        layer_means = {layer: cache.get((*base, layer)) for layer in wanted}
+        missing = [layer for layer, found in layer_means.items() if found is None]
+        if missing:
+            template = PromptTemplate(ref.template, ref.fewshot, ref.seed)
+            prompts = OperandGrid(ref.op, ref.max_op, model.max_single_token, template).prompts
+            sums: dict[int, torch.Tensor] = {}
+            counts = None
+            for lo in range(0, len(prompts), MAX_BATCH):
+                inputs = _inputs(model, prompts[lo:lo + MAX_BATCH])
+                mask = inputs["attention_mask"].float()  # [B, S], left padding: aligned from the end
+                width = mask.shape[1]
+                captured = run_pass(model, Pass(inputs, capture=dict.fromkeys(missing), row_sum=mask)).neurons
+                for layer, total in captured.items():  # [S, d_mlp]
+                    sums[layer] = _align_add(sums.get(layer), total, width)
+                counts = _align_add(counts, mask.sum(0)[:, None], width)
+            for layer in missing:
+                layer_means[layer] = sums[layer] / counts.clamp(min=1)
+                cache.put((*base, layer), layer_means[layer])
+        return {layer: layer_means[layer][:, torch.as_tensor(ns, device=model.device)]
+                for layer, ns in wanted.items()}
 
 
 def _align_add(acc: torch.Tensor | None, part: torch.Tensor, width: int) -> torch.Tensor:

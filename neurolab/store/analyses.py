@@ -22,11 +22,10 @@ class AnalysisTables:
     def cached_frame(self, kind: str, spec: dict, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
         """The stored result of ``kind`` for ``spec``, or ``compute()``'s, stored first. ``spec`` must name
         everything the result depends on (model fingerprint, grid, intervention key, settings)."""
+        frame = self.stored_frame(kind, spec)
+        if frame is not None:
+            return frame
         key = analysis_key(kind, spec)
-        with self.cursor() as con:
-            row = con.execute("SELECT file FROM analyses WHERE key = ?", [key]).fetchone()
-        if row is not None and (self.values_dir / row[0]).exists():
-            return pd.read_parquet(self.values_dir / row[0])
         frame = compute()
         file = f"analyses/{kind}-{key}.parquet"
         (self.values_dir / "analyses").mkdir(parents=True, exist_ok=True)
@@ -35,6 +34,14 @@ class AnalysisTables:
             con.execute("INSERT INTO analyses (key, kind, spec, file) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE "
                         "SET file = excluded.file", [key, kind, json.dumps(spec, sort_keys=True, default=str), file])
         return frame
+
+    def stored_frame(self, kind: str, spec: dict) -> pd.DataFrame | None:
+        """The stored result of ``kind`` for ``spec``, or None (nothing computed: a page asks before offering to)."""
+        with self.cursor() as con:
+            row = con.execute("SELECT file FROM analyses WHERE key = ?", [analysis_key(kind, spec)]).fetchone()
+        if row is not None and (self.values_dir / row[0]).exists():
+            return pd.read_parquet(self.values_dir / row[0])
+        return None
 
     def analyses(self, kind: str | None = None) -> pd.DataFrame:
         """The stored analyses (key, kind, spec, file, created), optionally of one kind."""

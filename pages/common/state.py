@@ -15,6 +15,7 @@ from typing import Any
 
 import streamlit as st
 
+from neurolab.analysis.predict import EXAMPLE_PROMPT
 from neurolab.models.adapters import neuron_label, parse_neuron_label
 from neurolab.tasks.arithmetic import OPERATORS
 from neurolab.tasks.grid import TEMPLATES
@@ -82,14 +83,15 @@ PARAMS: tuple[Param, ...] = (
     Param(TEMPLATE, "template", "plain", _template),
     Param(LAYER, "layer", None, int),
     Param(NEURON, "neuron", None, _neuron),
-    Param(PROMPT, "prompt", "23+45=", _prompt),
+    Param(PROMPT, "prompt", EXAMPLE_PROMPT, _prompt),
     Param(ACTIVE, "ablation", None),
     Param(PICKS, "picks", [], _picks, ",".join),
 )
 #: settings of one page that are remembered on return but not put in the URL
 REMEMBERED = ("grid_kind", "grid_typed", "lab_mode", "lab_seed", "lab_source", "lab_typed", "lab_layer",
               "lab_top_n", "lab_name", "ablation_on", "per_layer", "_model_input", "mn_source", "mn_single",
-              "mn_samples", "mn_seed", "mn_score", "mn_k", "mn_how", "mn_factor", "mn_apply")
+              "mn_samples", "mn_seed", "mn_score", "mn_k", "mn_how", "mn_factor", "mn_apply",
+              "mn_live")
 
 
 def begin() -> None:
