@@ -393,19 +393,24 @@ class Bench:
         apply = self.row("mn_apply")
         ks = list(DEFAULT_KS)
 
-        def core(seed: int, k: float, save: bool = False, evaluate: bool = False) -> None:
+        def core(seed: int, k: float, step: str = "score") -> None:
+            """What the page computes for one step: "score" (new samples: the scores, the K table, the masks of K),
+            "notch" (the masks of another K: the scores come from the store), "evaluate" (the edit's accuracy and
+            the clean model's), "apply" (the edit saved)."""
             samples = load_samples(None, None, n=100, seed=seed, single=False,
                                    max_single_token=self.model.max_single_token)
             math_scores, general_scores = scores_for(self.model, samples, self.store)
-            summary(math_scores, general_scores, DEFAULT_KS)
+            if step == "score":
+                summary(math_scores, general_scores, DEFAULT_KS)
+                atlas(self.store, self.model.fingerprint)
             specific = math_specific(math_scores, general_scores, k)
-            by_matrix(self.model, specific)
+            if step in ("score", "notch"):
+                by_matrix(self.model, specific)
             edited = edit(specific, 0.0, f"MathNeuro K={k:g} x0", "mathneuro")
-            stored_accuracy(self.model, self.store, compute=evaluate)
-            stored_accuracy(self.model, self.store, edited, compute=evaluate)
-            if save:
+            if step == "evaluate":
+                stored_accuracy(self.model, self.store), stored_accuracy(self.model, self.store, edited)
+            if step == "apply":
                 self.store.save_intervention(edited.to_json(), edited.tensors())
-            atlas(self.store, self.model.fingerprint)
 
         self.go("MathNeuro")
         need(widget(self.page, "stNumberInput", "Seed"), "sample seed")
@@ -421,11 +426,12 @@ class Bench:
             need(widget(self.page, "stSlider", "K"), "K slider")
             start = float(slider_value(self.page, "K") or 0.01)
             k = ks[min(ks.index(start) + 1, len(ks) - 1)] if start in ks else 0.025
-            self.measure(notch, lambda: slider_key(self.page, "K", "ArrowRight"), lambda seed=seed, k=k: core(seed, k))
+            self.measure(notch, lambda: slider_key(self.page, "K", "ArrowRight"),
+                         lambda seed=seed, k=k: core(seed, k, "notch"))
             self.measure(evaluate, need(button(self.page, "Evaluate x0 at K="), "'Evaluate' button").click,
-                         lambda seed=seed, k=k: core(seed, k, evaluate=True))
+                         lambda seed=seed, k=k: core(seed, k, "evaluate"))
             applied = need(toggle(self.page, "Apply this edit on every page"), "'Apply this edit' toggle")
-            self.measure(apply, applied.click, lambda seed=seed, k=k: core(seed, k, save=True))
+            self.measure(apply, applied.click, lambda seed=seed, k=k: core(seed, k, "apply"))
             self.settle(applied.click)  # off again
             self.settle(lambda: slider_key(self.page, "K", "ArrowLeft"))
         if toggle_checked(self.page, "Score the weights"):

@@ -147,6 +147,19 @@ def test_reload_keeps_the_view(server, page):
     assert_shared_view(page)
 
 
+
+def test_the_back_button_steps_back_a_view(server, page):
+    open_app(page, server.url)
+    for prompt in ("11+22=", "40-15="):
+        settle(page, lambda prompt=prompt: fill_and_submit(page, "Arithmetic prompt", prompt), quiet=QUIET,
+               timeout=TIMEOUT)
+    assert prediction(page)[1] == "40-15=" and "prompt=40-15%3D" in page.url
+    settle(page, page.go_back, quiet=QUIET, timeout=TIMEOUT)
+    screenshot(page, "g-back")
+    assert_no_exception(page)
+    assert prediction(page)[1] == "11+22=", "the back button did not go back to the previous prompt"
+    assert "prompt=11%2B22%3D" in page.url
+
 def test_ablation_changes_the_prediction_and_stays_on_across_pages(server, page):
     open_app(page, server.url)
     clean = prediction(page)

@@ -27,6 +27,27 @@ def test_a_link_opens_its_view_and_the_url_follows_the_state(embedded):
     assert at.query_params["op"] == "-" and at.query_params["neuron"] == "L3N12"  # the URL is the view
 
 
+
+def test_the_back_button_steps_back_a_view(embedded):
+    """The browser's back button reruns the page with the previous query string: the state follows it (a setting
+    the older URL leaves out goes back to its default); a page switch (no query string) keeps the state."""
+    at = AppTest.from_file(HOME, default_timeout=300)
+    at.query_params.update({"prompt": "7*8="})
+    at.run()
+    at.text_input(key="prompt").set_value("12-5=").run()
+    assert at.query_params["prompt"] == "12-5="
+    at.query_params.clear()
+    at.query_params.update({"prompt": "7*8="})  # what the browser sends after "back"
+    at.run()
+    assert not at.exception and at.text_input(key="prompt").value == "7*8=" and "7*8=" in at.markdown[0].value
+    at.query_params.clear()
+    at.query_params.update({"op": "-"})  # an older view whose prompt was the default
+    at.run()
+    assert at.text_input(key="prompt").value == "23+45=" and at.session_state["op"] == "-"
+    at.query_params.clear()  # a page switch: the state stays, and is published again
+    at.run()
+    assert at.session_state["op"] == "-" and at.query_params["op"] == "-"
+
 def test_a_malformed_link_says_what_it_ignored(embedded):
     at = AppTest.from_file(HOME, default_timeout=300)
     at.query_params.update({"op": "%", "colour": "red", "prompt": "1+1="})

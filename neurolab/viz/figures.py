@@ -51,22 +51,22 @@ def top_neurons_figure(report: PromptReport) -> go.Figure:
 
 
 def grid_heatmap(nmap: NeuronMap, max_op: int, op: str) -> go.Figure:
-    """The neuron over op1 (rows) x op2 (columns), diverging colours centred on 0; hover tells the whole story."""
+    """The neuron over op1 (rows) x op2 (columns), diverging colours centred on 0; hover tells the whole story.
+
+    The hover's numbers travel as one small integer array (the answer, the model's answer, right or wrong) that
+    Plotly sends as binary, not as 10,000 strings: a 100 x 100 map is ~5x smaller to send and to parse in the
+    browser, which redraws it on every change of neuron."""
     z = nmap.matrix(max_op)
-    index = np.full((max_op, max_op), -1)
-    index[nmap.prompts["op1"].to_numpy(), nmap.prompts["op2"].to_numpy()] = np.arange(len(nmap.prompts))
     p = nmap.prompts
-    text = np.where(
-        index >= 0,
-        np.array([f"{a}{op}{b}={r}<br>model: {t} ({'right' if c else 'wrong'})"
-                  for a, b, r, t, c in zip(p["op1"], p["op2"], p["answer"], p["top1"], p["correct"])] + [""])[index],
-        "not on the grid",
-    )
+    rows, columns = p["op1"].to_numpy(), p["op2"].to_numpy()
+    hover = np.full((max_op, max_op, 3), -1, dtype=np.int32)  # answer, model's answer, 1 right / 0 wrong
+    hover[rows, columns] = np.stack([p["answer"].to_numpy(), p["top1"].to_numpy(), p["correct"].to_numpy()], -1)
     bound = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
     fig = go.Figure(go.Heatmap(
-        z=z, x=list(range(max_op)), y=list(range(max_op)), text=text, colorscale="RdBu_r", zmid=0,
-        zmin=-bound, zmax=bound, colorbar=dict(title=nmap.kind),
-        hovertemplate="%{text}<br>" + nmap.kind + " = %{z:.4f}<extra></extra>",
+        z=z, x=np.arange(max_op), y=np.arange(max_op), customdata=hover, colorscale="RdBu_r", zmid=0,
+        zmin=-bound, zmax=bound, colorbar=dict(title=nmap.kind), hoverongaps=False,
+        hovertemplate=f"%{{y}}{op}%{{x}}=%{{customdata[0]}}<br>model: %{{customdata[1]}} (right: %{{customdata[2]}})"
+                      f"<br>{nmap.kind} = %{{z:.4f}}<extra></extra>",
     ))
     fig.update_layout(
         title=f"{nmap.label} {nmap.kind} map over the {op} grid", xaxis_title="op2", yaxis_title="op1",

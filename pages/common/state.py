@@ -95,36 +95,51 @@ REMEMBERED = ("grid_kind", "grid_typed", "lab_mode", "lab_seed", "lab_source", "
 
 
 def begin() -> None:
-    """Every page's first call: the URL read once per session, every setting kept across pages."""
+    """Every page's first call: the URL read on a session's first run and after the browser's back or forward button
+    (the query string then differs from the one last published), every setting kept across pages."""
     state = st.session_state
-    if "_state_begun" not in state:
+    url = {name: st.query_params[name] for name in st.query_params}
+    first = "_state_begun" not in state
+    if first or (url and url != state.get("_published")):  # a link, a reload, or a step back or forward
         state["_state_begun"] = True
-        problems = []
-        known = {param.url: param for param in PARAMS}
-        for name, text in st.query_params.items():
-            param = known.get(name)
-            if param is None:
-                problems.append(f"unknown setting `{name}` (known: {', '.join(known)})")
-                continue
-            try:
-                state[param.key] = param.parse(text)
-            except ValueError as error:
-                problems.append(f"`{name}={text}`: {error}; using {param.default!r}")
-        if problems:
-            st.warning("The link's settings were partly ignored: " + "; ".join(problems))
+        _read(url, keep_absent=first)
     for param in PARAMS:
         state.setdefault(param.key, param.default)
     for key in [param.key for param in PARAMS] + [key for key in REMEMBERED if key in state]:
         state[key] = state[key]  # a widget's value survives pages that do not show the widget
 
 
+def _read(url: dict[str, str], keep_absent: bool) -> None:
+    """The URL's settings into the state; a setting the URL leaves out is its default (a view's URL names all that
+    differs from the defaults), except on a session's first run, where nothing else is set yet."""
+    state, problems = st.session_state, []
+    known = {param.url: param for param in PARAMS}
+    for name, text in url.items():
+        param = known.get(name)
+        if param is None:
+            problems.append(f"unknown setting `{name}` (known: {', '.join(known)})")
+            continue
+        try:
+            state[param.key] = param.parse(text)
+        except ValueError as error:
+            problems.append(f"`{name}={text}`: {error}; using {param.default!r}")
+    if not keep_absent:
+        for param in PARAMS:
+            if param.url not in url:
+                state[param.key] = param.default
+    if problems:
+        st.warning("The link's settings were partly ignored: " + "; ".join(problems))
+
+
 def publish() -> None:
-    """The URL's query string: every setting that differs from its default."""
+    """The URL's query string: every setting that differs from its default. Streamlit pushes a changed query string
+    onto the browser's history, so the back button steps back a view."""
     wanted = {}
     for param in PARAMS:
         value = st.session_state.get(param.key, param.default)
         if value not in (param.default, None, []):
             wanted[param.url] = param.format(value)
+    st.session_state["_published"] = wanted
     if dict(st.query_params) != wanted:
         st.query_params.from_dict(wanted)
 
