@@ -11,6 +11,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # Linux torch wheel carries CUDA; to build a CPU-only image pass
 # --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ARG TORCH_INDEX=""
+# Debian's chromium: kaleido renders the PNG/SVG/PDF figure exports with it (neurolab/export/render.py finds it at
+# /usr/bin/chromium; kaleido never downloads a browser). Without it HTML, CSV and Parquet still export.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends chromium \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --create-home --uid 1000 neurolab
 WORKDIR /app
 COPY requirements.txt .

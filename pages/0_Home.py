@@ -4,12 +4,11 @@ of heuristics."""
 import streamlit as st
 
 from neurolab.analysis.heuristic_bag import heuristic_bag
-from neurolab.analysis.predict import report
+from neurolab.export import kinds
 from neurolab.models.adapters import parse_neuron_label
 from neurolab.tasks.arithmetic import PromptError
-from neurolab.viz.figures import next_token_figure, top_neurons_figure
-from neurolab.viz.heuristic_bag import bag_figure
 from pages import PICKS_KEY, active_intervention, model_sidebar, pick_neuron, shared_store, state
+from pages.common import export
 
 st.set_page_config(page_title="neurolab", page_icon="🧮", layout="wide")
 st.title("neurolab")
@@ -23,8 +22,9 @@ st.session_state.setdefault("per_layer", 10)
 per_layer = right.slider("Neurons per layer", 3, 30, key="per_layer")
 
 active = active_intervention()
+chosen = {"prompt": text, "per_layer": per_layer}
 try:
-    result = report(model, text, neurons_per_layer=per_layer, intervention=active)
+    result = kinds.prompt_report(model, chosen, active)
 except PromptError as error:
     st.error(f"Malformed prompt: {error}")
     st.stop()
@@ -40,7 +40,7 @@ st.markdown(
     f"**{result.text}** → model says **{best}** ({best_p:.1%}), {verdict}"
     + (f" — under the ablation *{active.describe()}*" if active is not None else "")
 )
-st.plotly_chart(next_token_figure(result), key="next_token_chart")
+export.chart(kinds.prediction_export(model, chosen, active, result), "next_token_chart")
 
 # the paper's finding for this prompt: the classified neurons that fire on it, grouped by heuristic
 bag = None
@@ -49,10 +49,10 @@ if result.answer_probability is not None:  # its direct effects are on logit(ans
     if bag.groups.empty:  # nothing to draw: say why (not classified yet, or no classified neuron fires)
         st.info(bag.message)
     else:
-        st.plotly_chart(bag_figure(bag), key="bag_chart")
+        export.chart(kinds.bag_export(model, {"prompt": text}, active, bag), "bag_chart")
 
-event = st.plotly_chart(top_neurons_figure(result), key="neurons_chart", on_select="rerun",
-                        selection_mode="points")
+event = export.chart(kinds.neurons_export(model, chosen, active, result), "neurons_chart", on_select="rerun",
+                     selection_mode="points")
 clicked = [point["y"] for point in (event.selection.points if event is not None else [])]
 if clicked:  # a click opens the neuron, or picks it for the Ablation Lab
     label = clicked[-1]

@@ -6,7 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from neurolab.analysis.evaluation import evaluate
+from neurolab.export.provenance import Provenance
 from pages import active_intervention, model_sidebar
+from pages.common import export
 
 st.set_page_config(page_title="neurolab · model", page_icon="🧮", layout="wide")
 st.title("Model")
@@ -28,10 +30,11 @@ if st.button("Evaluate" + (f" under {active.describe()}" if active is not None e
     with st.spinner("Evaluating on every operator and the non-math task ..."):
         result = evaluate(model, sample=sample or None, intervention=active)
     st.caption(f"Measured on {result.split}" + (f", under {active.describe()}." if active is not None else "."))
-    st.dataframe(pd.DataFrame(
+    export.table(pd.DataFrame(
         [{"task": k, "accuracy": s.accuracy, "correct": s.correct, "total": s.total}
          for k, s in result.scores.items()]
-    ), hide_index=True)
+    ), "eval_table", "accuracy" + (f"-under-{active.key}" if active is not None else ""),
+        Provenance.of("evaluation", model, {"sample": sample or None}, active, {"split": result.split}))
 
 if card.exists():
     with st.expander("Model card", expanded=False):

@@ -1,22 +1,15 @@
 """One neuron over the op1 x op2 grid: its K or KV map, folded modulo n, and against the result."""
 
-import numpy as np
 import streamlit as st
 
-from neurolab.analysis.neuron_maps import MAP_KINDS, load_neuron_map, neuron_map, neuron_matches
+from neurolab.analysis.neuron_maps import MAP_KINDS, neuron_matches
 from neurolab.analysis.sweep import NeuronSelection, find_sweep, grid_for, plan_sweep, run_sweep
-from neurolab.analysis.value_lens import matching_set, number_line, result_predicate
 from neurolab.errors import NeurolabError
+from neurolab.export import kinds
+from neurolab.export.provenance import Provenance
 from neurolab.models.adapters import neuron_label, parse_neuron_label
 from neurolab.tasks.arithmetic import OP_NAMES, OPERATORS
 from neurolab.tasks.grid import TEMPLATES, PromptTemplate
-from neurolab.viz.figures import (
-    folded_figure,
-    grid_heatmap,
-    heuristic_mask_figure,
-    number_line_figure,
-    result_figure,
-)
 from pages import (
     active_intervention,
     model_sidebar,
@@ -25,8 +18,8 @@ from pages import (
     progress_bar,
     shared_store,
     state,
-    under,
 )
+from pages.common import export
 
 st.set_page_config(page_title="neurolab · operand grid", page_icon="🧮", layout="wide")
 st.title("Operand grid")
@@ -127,48 +120,68 @@ except ValueError as error:
     st.error(str(error))
     st.stop()
 
-if neuron in store.stored_neurons(sweep_id).get(target_layer, set()):
-    nmap = load_neuron_map(store, sweep_id, target_layer, neuron, kind, prompts=prompts)
-else:  # not in the sweep's selection: one grid pass capturing this neuron, then cached
-    with st.spinner(f"Computing {neuron_label(target_layer, neuron)}'s map over the grid ..."):
-        nmap = neuron_map(model, store, op, target_layer, neuron, kind, int(max_op), template, active)
+label = neuron_label(target_layer, neuron)
+chosen = {"op": op, "max_op": int(max_op), "template": template_name if template_name != "custom" else template.format,
+          "neuron": label, "map": kind}
+with st.spinner(f"Reading {label}'s map (a neuron no sweep stored is computed over the grid once) ..."):
+    nmap = kinds.neuron_map_for(model, store, chosen, active)
 matches = neuron_matches(store, sweep_id, target_layer, neuron)
-operands = (prompts["op1"].to_numpy(), prompts["op2"].to_numpy(), prompts["answer"].to_numpy())
 overlay = None
 if matches.empty:
     st.caption(f"{nmap.label} has no stored heuristic match for {op} (classify it on the Heuristic Atlas page).")
 else:
     st.subheader(f"{nmap.label}'s heuristics")
-    st.dataframe(matches, hide_index=True)
+    export.table(matches, "grid_matches", f"{label}-heuristics-{OP_NAMES[op]}",
+                 Provenance.of("heuristic-matches", model, chosen, active))
     overlay = st.selectbox("Draw the matching set of", [None, *matches["heuristic"]], key="grid_overlay")
+heatmap = kinds.heatmap_export(model, chosen, active, nmap)
+exports = [heatmap]
 if overlay is not None:
-    mask = matching_set(overlay, *operands)
+    mask = kinds.overlay_export(model, {**chosen, "heuristic": overlay}, active, nmap)
+    exports.append(mask)
     left_fig, right_fig = st.columns(2)
-    left_fig.plotly_chart(under(grid_heatmap(nmap, int(max_op), op), active), key="grid_heatmap")
-    right_fig.plotly_chart(under(heuristic_mask_figure(nmap, mask, int(max_op), overlay), active), key="grid_mask")
+    with left_fig:
+        export.chart(heatmap, "grid_heatmap")
+    with right_fig:
+        export.chart(mask, "grid_mask")
 else:
-    st.plotly_chart(under(grid_heatmap(nmap, int(max_op), op), active), key="grid_heatmap")
-predicate = result_predicate(overlay) if overlay else None
-results = operands[2]
-line = number_line(model, target_layer, neuron)
-st.plotly_chart(number_line_figure(line, nmap.label, results,
-                                   predicate(np.arange(len(line))) if predicate else None, overlay or ""),
-                key="grid_number_line")
+    export.chart(heatmap, "grid_heatmap")
+lens = kinds.build("lens", model, store, {**{k: chosen[k] for k in ("op", "max_op", "template", "neuron")},
+                                          "heuristic": overlay})
+export.chart(lens, "grid_number_line")
+exports.append(lens)
 
 
 @st.fragment
 def folded() -> None:
     """Moving n redraws only the folded map."""
     n = st.slider("Fold modulo n", 2, 20, 10, key="grid_mod")
-    st.plotly_chart(under(folded_figure(nmap, n), active), key="grid_folded")
+    export.chart(kinds.folded_export(model, {**chosen, "mod": n}, active, nmap), "grid_folded")
 
 
 a, b = st.columns(2)
 with a:
     folded()
-b.plotly_chart(under(result_figure(nmap), active), key="grid_result")
+result = kinds.result_export(model, chosen, active, nmap)
+with b:
+    export.chart(result, "grid_result")
+exports.append(result)
 st.button(f"Pick {nmap.label} for the Ablation Lab", key="grid_pick_ablation", on_click=pick_neuron,
           args=(nmap.label,))
-st.download_button(f"Download {neuron_label(target_layer, neuron)} {kind} map (CSV)",
-                   nmap.to_frame().to_csv(index=False), file_name=f"{nmap.label}-{kind}-{OP_NAMES[op]}.csv",
-                   key="grid_download")
+
+
+def summary() -> list[str]:
+    """The report's key numbers: the grid's accuracy, the neuron's spread and its best heuristic."""
+    lines = [f"Model accuracy on the {op} grid (max_op {int(max_op)}){condition}: {prompts['correct'].mean():.1%} "
+             f"of {len(prompts):,} prompts.",
+             f"{label} {kind}: mean {nmap.values.mean():.4f}, std {nmap.values.std():.4f}, "
+             f"max {nmap.values.max():.4f}, min {nmap.values.min():.4f} over the grid."]
+    if not matches.empty:
+        best = matches.iloc[0]
+        lines.append(f"Top heuristic: {best['heuristic']} (score {best['score']:.3f}); {len(matches)} matches in all.")
+    return lines
+
+
+export.report([*exports, kinds.folded_export(model, {**chosen, "mod": st.session_state.get("grid_mod", 10)}, active,
+                                             nmap)],
+              f"{label}-{kind}-{OP_NAMES[op]}-report", summary, "grid_report", f"Report on {label} (zip)")

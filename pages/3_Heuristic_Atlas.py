@@ -2,12 +2,14 @@
 
 import streamlit as st
 
-from neurolab.analysis.atlas import atlas, counts, search, search_hint
+from neurolab.analysis.atlas import search_hint
 from neurolab.analysis.classification import MAP_MODES, ClassifySettings, classify_operator
-from neurolab.tasks.arithmetic import OPERATORS
+from neurolab.export import kinds
+from neurolab.export.provenance import Provenance
+from neurolab.tasks.arithmetic import OP_NAMES, OPERATORS
 from neurolab.tasks.grid import TEMPLATES
-from neurolab.viz.figures import atlas_counts_figure
-from pages import active_intervention, model_sidebar, pick_neuron, progress_bar, shared_store, state, under
+from pages import active_intervention, model_sidebar, pick_neuron, progress_bar, shared_store, state
+from pages.common import export
 
 st.set_page_config(page_title="neurolab · heuristic atlas", page_icon="🧮", layout="wide")
 st.title("Heuristic Atlas")
@@ -31,12 +33,13 @@ with st.expander("Classify an operator", expanded=False):
                 ClassifySettings(maps=maps, top_n=int(top_n), threshold=float(threshold)), intervention=active,
                 progress=progress)
         st.success(f"{op}: layers {result.layers} classified (first heuristics layer {result.first_layer}).")
-        st.dataframe(result.coverage(), hide_index=True)
+        run = Provenance.of("classification", model, {"op": op, "max_op": int(max_op), "template": "plain"}, active,
+                            {"maps": maps, "top_n": int(top_n), "threshold": float(threshold)})
+        export.table(result.coverage(), "atlas_coverage", f"classification-coverage-{OP_NAMES[op]}", run)
         st.caption("Per-layer evidence for the first heuristics layer (how much the MLP output promotes the answer):")
-        st.dataframe(result.evidence, hide_index=True)
+        export.table(result.evidence, "atlas_evidence", f"classification-evidence-{OP_NAMES[op]}", run)
 
-frame = atlas(store, model.fingerprint)
-frame = frame[frame["intervention"] == (active.key if active is not None else "none")]
+frame = kinds.atlas_rows(store, model, active)
 if frame.empty:
     st.info(f"Nothing classified for this model{condition} yet: open 'Classify an operator' above"
             + (", or run `python -m neurolab classify --op +` and reload." if active is None else "."))
@@ -56,19 +59,32 @@ min_score = s2.slider("Minimum score", 0.0, 1.0, 0.6, 0.05, key="atlas_min_score
 min_lift = s3.number_input("Minimum lift", 0.0, 100.0, 1.0, 0.5, key="atlas_min_lift",
                            help="score / base rate: how far above chance the match is")
 
-view = search(frame, query)
-view = view[(view["score"] >= min_score) & (view["lift"] >= min_lift)]
-for column, chosen in (("op", ops), ("layer", layers), ("grp", groups)):
-    if chosen:
-        view = view[view[column].isin(chosen)]
-if kind != "all":
-    view = view[view["direct"] == (kind == "direct")]
+chosen = {"ops": ops, "layers": layers, "groups": groups, "kind": kind, "query": query, "min_score": min_score,
+          "min_lift": min_lift}
+view = kinds.atlas_view(frame, chosen)
 
 st.caption(f"{len(view):,} matches over {view[['op', 'layer', 'neuron']].drop_duplicates().shape[0]:,} neurons.")
 if view.empty and query.strip():
     st.info(search_hint(frame, query))
-st.plotly_chart(under(atlas_counts_figure(counts(view)), active), key="atlas_counts")
-event = st.dataframe(view, hide_index=True, on_select="rerun", selection_mode="single-row", key="atlas_table")
+counted = kinds.atlas_export(model, chosen, active, view)
+export.chart(counted, "atlas_counts")
+event = export.table(view, "atlas_table", "atlas-neurons", counted.provenance, on_select="rerun",
+                     selection_mode="single-row")
+if not view.empty:
+    neurons = view.drop_duplicates(["op", "layer", "neuron"])
+    first = neurons.iloc[0]
+
+    def neuron_graph() -> dict:
+        """The filtered neurons of the first operator in the view, on its classification grid."""
+        from neurolab.export.graph import neuron_graph
+
+        part = neurons[(neurons["op"] == first["op"]) & (neurons["max_op"] == first["max_op"])
+                       & (neurons["template"] == first["template"])]
+        template = next((t for t in TEMPLATES.values() if t.key == first["template"]), TEMPLATES["plain"])
+        return neuron_graph(model, store, list(part["label"]), first["op"], int(first["max_op"]), template, active)
+
+    export.graph(neuron_graph, f"atlas-neurons-{OP_NAMES[first['op']]}.graph.json", "atlas_graph",
+                 f"The filtered {first['op']} neurons as a graph (JSON)")
 rows = event.selection.rows if event is not None else []
 if rows:
     row = view.iloc[rows[0]]

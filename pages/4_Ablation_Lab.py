@@ -1,18 +1,19 @@
 """Toggle an ablation and watch the whole grid: accuracy, the effect map, a random control, the current prompt."""
 
-import pandas as pd
+from functools import partial
+
 import streamlit as st
 
-from neurolab.analysis.ablation import ablate_grid, heuristic_neurons, neuron_ablation, top_n
+from neurolab.analysis.ablation import ablate_grid, heuristic_neurons, top_n
 from neurolab.analysis.atlas import atlas
-from neurolab.analysis.predict import report
 from neurolab.analysis.sweep import grid_for
 from neurolab.capture.interventions import Intervention, parse_neurons
 from neurolab.errors import NeurolabError
-from neurolab.tasks.arithmetic import OPERATORS, PromptError
-from neurolab.viz.ablation import accuracy_figure, effect_map_figure
-from neurolab.viz.figures import next_token_figure
+from neurolab.export import kinds
+from neurolab.models.adapters import neuron_label
+from neurolab.tasks.arithmetic import OP_NAMES, OPERATORS, PromptError
 from pages import ACTIVE_KEY, PICKS_KEY, model_sidebar, progress_bar, shared_store, state
+from pages.common import export
 
 LAB_APPLIED = "lab_applied"  # the key of the ablation this page turned on (what its toggle may turn off)
 
@@ -77,8 +78,21 @@ if not neurons:
 st.caption(f"{len(neurons)} neurons ({origin}): " + ", ".join(f"L{a}N{b}" for a, b in neurons[:30])
            + (" ..." if len(neurons) > 30 else ""))
 name = st.text_input("Name", key="lab_name", placeholder=f"{origin}: {len(neurons)} neurons")
-chosen = neuron_ablation(neurons, mode, grid, name, origin)
+labels = [neuron_label(*n) for n in neurons]
+selected = {"op": op, "max_op": max_op, "neurons": labels, "mode": mode, "seed": seed, "name": name, "origin": origin}
+chosen = kinds.ablation_of(model, selected)
 
+
+def _graph(prompt: str | None) -> dict:
+    """The chosen neurons on the clean model's grid, with their activations on the lab's current prompt."""
+    from neurolab.export.graph import neuron_graph
+
+    return neuron_graph(model, store, labels, op, max_op, prompt=prompt)
+
+
+export.graph(partial(_graph, st.session_state.get(state.PROMPT) or None),
+             f"ablation-neurons-{OP_NAMES[op]}.graph.json", "lab_graph",
+             f"These {len(labels)} neurons as a graph (JSON)")
 st.session_state["_lab_chosen"] = chosen  # what the toggle turns on (its callback runs before the next rerun)
 
 
@@ -119,13 +133,32 @@ m2.metric("Accuracy, ablated", f"{summary['after']:.3f}", change(summary["after"
           help=f"{chosen.describe()}")
 m3.metric("Random control", f"{summary['control']:.3f}", change(summary["control"] - summary["before"]),
           help=result.control.describe())
+accuracy = kinds.ablation_accuracy_export(model, selected, result)
+effect = kinds.ablation_export(model, selected, result)
 left, right = st.columns([1, 2])
-left.plotly_chart(accuracy_figure(result), key="lab_accuracy")
-right.plotly_chart(effect_map_figure(result), key="lab_effect")
+with left:
+    export.chart(accuracy, "lab_accuracy")
+with right:
+    export.chart(effect, "lab_effect")
 st.subheader("Results that lost most")
-st.dataframe(result.results_lost(10), hide_index=True)
-st.download_button("Download the per-prompt results (CSV)", pd.DataFrame(result.prompts).to_csv(index=False),
-                   file_name=f"ablation-{chosen.key}.csv", key="lab_download")
+export.table(result.results_lost(10), "lab_lost", f"ablation-lost-{OP_NAMES[op]}-{chosen.key}", effect.provenance)
+
+
+def report_lines() -> list[str]:
+    lines = [f"Ablation: {chosen.describe()} (`{chosen.key}`), {mode}-ablated, {len(neurons)} neurons ({origin}), "
+             f"on the {op} grid (max_op {max_op}, {len(result.prompts):,} prompts).",
+             f"Accuracy clean {summary['before']:.3f}, ablated {summary['after']:.3f}"
+             + (f", random control {summary['control']:.3f} ({result.control.describe()})." if "control" in summary
+                else ".")]
+    lost = result.results_lost(3)
+    if len(lost):
+        lines.append("Results that lost most: " + ", ".join(f"{int(r.answer)} ({r.accuracy_lost:.0%} of its prompts)"
+                                                            for r in lost.itertuples()) + ".")
+    return lines
+
+
+export.report([accuracy, effect], f"ablation-{OP_NAMES[op]}-{chosen.key}-report", report_lines, "lab_report",
+              "Report on this ablation (zip)")
 
 
 @st.fragment
@@ -134,14 +167,17 @@ def current_prompt() -> None:
     st.subheader("The current prompt under the ablation")
     text = st.text_input("Prompt", key=state.PROMPT, max_chars=state.MAX_PROMPT)
     state.publish()
+    asked = {"prompt": text}
     try:
-        clean, ablated = report(model, text), report(model, text, intervention=chosen)
+        clean, ablated = kinds.prompt_report(model, asked), kinds.prompt_report(model, asked, chosen)
     except PromptError as error:
         st.error(f"Malformed prompt: {error}")
         return
     a, b = st.columns(2)
-    a.plotly_chart(next_token_figure(clean).update_layout(title="clean"), key="lab_clean_tokens")
-    b.plotly_chart(next_token_figure(ablated).update_layout(title="ablated"), key="lab_ablated_tokens")
+    with a:
+        export.chart(kinds.prediction_export(model, asked, None, clean), "lab_clean_tokens")
+    with b:
+        export.chart(kinds.prediction_export(model, asked, chosen, ablated), "lab_ablated_tokens")
 
 
 current_prompt()

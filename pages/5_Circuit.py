@@ -2,15 +2,13 @@
 
 import streamlit as st
 
-from neurolab.analysis.circuit import RULES, circuit_effects, top_components
-from neurolab.analysis.classification import ClassifySettings
-from neurolab.analysis.failures import failure_analysis, failure_summary
-from neurolab.analysis.knockout import heuristic_knockout, prompt_knockout
+from neurolab.analysis.circuit import RULES, top_components
+from neurolab.analysis.failures import failure_summary
 from neurolab.errors import NeurolabError
-from neurolab.tasks.arithmetic import OPERATORS
-from neurolab.viz.circuit import circuit_heatmap
-from neurolab.viz.experiments import failure_figure, heuristic_knockout_figure, prompt_knockout_figure
+from neurolab.export import kinds
+from neurolab.tasks.arithmetic import OP_NAMES, OPERATORS
 from pages import active_intervention, model_sidebar, progress_bar, shared_store, state
+from pages.common import export
 
 st.set_page_config(page_title="neurolab · circuit", page_icon="🧮", layout="wide")
 st.title("Circuit and causal checks")
@@ -23,7 +21,6 @@ op = c1.selectbox("Operator", OPERATORS, key=state.OP)
 max_op = int(c2.number_input("max_op", 2, model.max_single_token + 1, key=state.MAX_OP))
 top = int(c3.number_input("Top neurons per layer (classification)", 1, model.d_mlp, min(200, model.d_mlp),
                           key="circuit_top_n"))
-settings = ClassifySettings(top_n=top)
 if active is not None:
     st.caption(f"Computed under the active ablation: {active.describe()}.")
 
@@ -45,6 +42,7 @@ def shown(name: str) -> dict | None:
     return found if same else None
 
 
+exports, lines = [], []  # what the report bundles: the experiments shown, and their key numbers
 patching, knockout, failures = st.tabs(["Circuit patching", "Knockouts", "Failure analysis"])
 
 with patching:
@@ -58,15 +56,21 @@ with patching:
     if (asked := shown("patching")) is not None:
         try:
             with progress_bar("patching", "passes") as update:
-                effects = circuit_effects(model, store, op, max_op, rule=asked["rule"], n=asked["pairs"],
-                                          seed=asked["seed"], intervention=active, progress=update)
+                patched = kinds.build("patching", model, store, {"op": op, "max_op": max_op, "rule": asked["rule"],
+                                                                 "pairs": asked["pairs"], "seed": asked["seed"]},
+                                      active, update)
         except NeurolabError as error:
             st.error(str(error))
             st.stop()
         st.caption(f"Counterfactual {asked['rule']}, {asked['pairs']} pairs, seed {asked['seed']}.")
-        st.plotly_chart(circuit_heatmap(effects), key="circuit_heatmap")
-        st.dataframe(top_components(effects, 10)[["component", "position", "token", "fraction", "logit_diff", "pairs"]],
-                     hide_index=True)
+        export.chart(patched, "circuit_heatmap")
+        best = top_components(patched.data, 10)
+        export.table(best[["component", "position", "token", "fraction", "logit_diff", "pairs"]], "circuit_top",
+                     f"{patched.stem}-top", patched.provenance)
+        exports.append(patched)
+        lines.append(f"Patching ({asked['rule']}, {asked['pairs']} pairs): largest effects "
+                     + ", ".join(f"{r.component} at {r.position} {r.token!r} ({r.fraction:+.3f})"
+                                 for r in best.head(3).itertuples()) + ".")
         st.caption("fraction: the share of the clean -> counterfactual swing of logit(r) - logit(r') that patching "
                    "this one component achieves (1: as if the prompt were the counterfactual); logit_diff: how far "
                    "it moves that difference, in logits. science.md's IE divides by p(r'), the counterfactual "
@@ -81,16 +85,25 @@ with knockout:
     if k2.button("Prompt knockout", key="knockout_prompt",
                  help="per correct prompt, N neurons per layer whose heuristics apply vs N random ones"):
         ask("prompt knockout")
+    chosen = {"op": op, "max_op": max_op, "top": top}
     if shown("heuristic knockout") is not None:
         with progress_bar("heuristic knockout") as update:
-            table = heuristic_knockout(model, store, op, max_op, settings=settings, progress=update,
-                                       intervention=active)
-        st.plotly_chart(heuristic_knockout_figure(table, op), key="knockout_heuristic_chart")
-        st.dataframe(table, hide_index=True)
+            knocked = kinds.build("knockout", model, store, chosen, active, update)
+        export.chart(knocked, "knockout_heuristic_chart")
+        export.table(knocked.data, "knockout_heuristic_table", knocked.stem, knocked.provenance)
+        exports.append(knocked)
+        lines.append(f"Heuristic knockout: {len(knocked.data)} heuristics with enough neurons; mean accuracy on the "
+                     f"prompts they apply to {knocked.data['related_accuracy'].mean():.3f}, on other prompts "
+                     f"{knocked.data['unrelated_accuracy'].mean():.3f}." if len(knocked.data) else
+                     "Heuristic knockout: no heuristic has enough neurons.")
     if shown("prompt knockout") is not None:
         with progress_bar("prompt knockout") as update:
-            curves = prompt_knockout(model, store, op, max_op, settings=settings, progress=update, intervention=active)
-        st.plotly_chart(prompt_knockout_figure(curves, op), key="knockout_prompt_chart")
+            curves = kinds.build("prompt-knockout", model, store, chosen, active, update)
+        export.chart(curves, "knockout_prompt_chart")
+        exports.append(curves)
+        last = curves.data[curves.data["n"] == curves.data["n"].max()].set_index("arm")["accuracy"]
+        lines.append(f"Prompt knockout at N = {curves.data['n'].max()}: accuracy "
+                     + ", ".join(f"{arm} {value:.3f}" for arm, value in last.items()) + ".")
 
 with failures:
     f1, f2 = st.columns(2)
@@ -102,10 +115,20 @@ with failures:
     if (asked := shown("failures")) is not None:
         try:
             with progress_bar("failure analysis") as update:
-                frame = failure_analysis(model, store, op, max_op, asked["eval_max_op"], asked["count"],
-                                         settings=settings, progress=update, intervention=active)
+                failed = kinds.build("failures", model, store, {"op": op, "max_op": max_op, "top": top,
+                                                                "eval_max_op": asked["eval_max_op"],
+                                                                "count": asked["count"]}, active, update)
         except NeurolabError as error:
             st.error(str(error))
             st.stop()
-        st.plotly_chart(failure_figure(frame, op), key="failures_chart")
-        st.dataframe(failure_summary(frame), hide_index=True)
+        export.chart(failed, "failures_chart")
+        counted = failure_summary(failed.data)
+        export.table(counted, "failures_summary", f"{failed.stem}-summary", failed.provenance)
+        exports.append(failed)
+        lines.append("Failure analysis (max_op " + str(asked["eval_max_op"]) + "): " + "; ".join(
+            f"{r.group}: {r.prompts} prompts, {r.should_fire:.1f} neurons should fire, {r.fire_and_should:.1f} do"
+            for r in counted.itertuples()) + ".")
+
+if exports:
+    export.report(exports, f"circuit-{OP_NAMES[op]}-report", lambda: lines, "circuit_report",
+                  "Report on these experiments (zip)")

@@ -9,17 +9,18 @@ from neurolab.analysis.mathneuro import (
     by_matrix,
     edit,
     math_specific,
-    run_mathneuro,
     scores_for,
     stored_accuracy,
     summary,
 )
 from neurolab.analysis.mathneuro_overlap import ablation_vs_pruning, neuron_overlap, overlap_by_layer
 from neurolab.errors import NeurolabError
+from neurolab.export import kinds
+from neurolab.export.provenance import Provenance
 from neurolab.keys import DATA_DIGEST_SIZE, digest, json_digest
-from neurolab.tasks.samples import load_samples
-from neurolab.viz.mathneuro import k_sweep_figure, matrix_figure
+from neurolab.tasks.arithmetic import OP_NAMES
 from pages import ACTIVE_KEY, model_sidebar, progress_bar, shared_store
+from pages.common import export
 
 st.set_page_config(page_title="neurolab · MathNeuro", page_icon="🧮", layout="wide")
 st.title("MathNeuro")
@@ -77,9 +78,9 @@ if source == "files":
     if math_file is None or general_file is None:
         st.info("Upload both files, or use the built-in data.")
         st.stop()
+data = {"samples": count, "seed": seed, "single": single, "math": math_file, "general": general_file}
 try:
-    samples = load_samples(math_file, general_file, n=count, seed=seed, single=single,
-                           max_single_token=model.max_single_token)
+    samples = kinds.samples_of(model, kinds.selection("mathneuro-matrices", data))
 except NeurolabError as error:
     st.error(str(error))
     st.stop()
@@ -92,11 +93,13 @@ with progress_bar("scoring", "samples") as progress:
     math_scores, general_scores = scores_for(model, samples, store, progress=progress)
 samples_key = json_digest(samples.spec, size=DATA_DIGEST_SIZE)
 st.subheader("Math-specific weights per K")
-st.dataframe(k_summary(model.fingerprint, samples_key, math_scores, general_scores), hide_index=True)
+scored = Provenance.of("mathneuro-summary", model, data, params={"samples": samples.spec, "ks": list(DEFAULT_KS)})
+export.table(k_summary(model.fingerprint, samples_key, math_scores, general_scores), "mn_summary",
+             "mathneuro-summary", scored)
 
 k = st.select_slider("K", options=list(DEFAULT_KS), key="mn_k")
 specific, table = k_masks(model.fingerprint, samples_key, k, model, math_scores, general_scores)
-st.plotly_chart(matrix_figure(table, k), key="mn_matrices")
+export.chart(kinds.matrices_export(model, {**data, "k": k}, table, samples), "mn_matrices")
 
 st.subheader("Prune or scale them")
 e1, e2, e3 = st.columns(3)
@@ -113,8 +116,9 @@ if None in (clean, after) and (live or st.button(f"Evaluate x{factor:g} at K={k:
 if None in (clean, after):
     st.caption("Not evaluated yet: the edit's accuracy is computed when asked (the button, or 'Evaluate each edit').")
 else:
-    st.dataframe(pd.DataFrame([{"model": "clean", **clean}, {"model": f"x{factor:g} at K={k:g}", **after}]),
-                 hide_index=True)
+    export.table(pd.DataFrame([{"model": "clean", **clean}, {"model": f"x{factor:g} at K={k:g}", **after}]),
+                 "mn_accuracy", f"mathneuro-accuracy-k{k:g}-x{factor:g}",
+                 Provenance.of("mathneuro-accuracy", model, {**data, "k": k, "factor": factor}, edited))
     a1, a2 = st.columns(2)
     a1.metric("Math accuracy (mean of + - * /)", f"{after['math']:.3f}", f"{after['math'] - clean['math']:+.3f}")
     a2.metric("Non-math accuracy", f"{after['nonmath']:.3f}", f"{after['nonmath'] - clean['nonmath']:+.3f}")
@@ -144,10 +148,9 @@ st.caption("random: as many random weights per matrix (seeded); Wanda: top-K on 
 ks = st.multiselect("K values", list(DEFAULT_KS), [0.001, 0.01, 0.025, 0.05], key="mn_ks")
 if st.button("Evaluate these K (cached)", key="mn_sweep", disabled=not ks):
     with progress_bar("scoring", "samples") as progress:
-        _, _, _, evaluation = run_mathneuro(model, samples, sorted(ks), store, factor=factor, seed=seed,
-                                            progress=progress)
-    st.plotly_chart(k_sweep_figure(evaluation, factor), key="mn_sweep_chart")
-    st.dataframe(evaluation, hide_index=True)
+        swept = kinds.build("mathneuro", model, store, {**data, "ks": ks, "factor": factor}, progress=progress)
+    export.chart(swept, "mn_sweep_chart")
+    export.table(swept.data, "mn_sweep_table", swept.stem, swept.provenance)
 
 st.subheader("Overlap with the heuristic neurons")
 o1, o2 = st.columns(2)
@@ -158,11 +161,13 @@ if labelled.empty:
     st.info(f"Nothing is classified for {op} yet: classify it on the Heuristic Atlas page first.")
     st.stop()
 pairs = sorted({(int(r.layer), int(r.neuron)) for r in labelled.itertuples()})
-st.dataframe(overlap_by_layer(neuron_overlap(model, specific, pairs)), hide_index=True)
+overlap = Provenance.of("mathneuro-overlap", model, {**data, "k": k, "op": op}, params={"neurons": len(pairs)})
+export.table(overlap_by_layer(neuron_overlap(model, specific, pairs)), "mn_overlap",
+             f"mathneuro-overlap-k{k:g}-{OP_NAMES[op]}", overlap)
 st.caption("share: of the math-specific weights in a layer's MLP matrices, those in the rows/columns of labelled "
            "neurons; chance: the fraction of the matrix those neurons occupy; lift = share / chance.")
 if o2.button("Ablate the neurons vs prune the weights, on the grid", key="mn_overlap_run"):
     with progress_bar("ablating and pruning") as progress:
         comparison = ablation_vs_pruning(model, store, op, specific, pairs, int(labelled["max_op"].iloc[0]),
                                          progress=progress)
-    st.dataframe(comparison, hide_index=True)
+    export.table(comparison, "mn_comparison", f"mathneuro-ablation-vs-pruning-k{k:g}-{OP_NAMES[op]}", overlap)

@@ -90,14 +90,6 @@ def _active_banner() -> None:
         st.sidebar.button("Turn the ablation off", key="turn_off_ablation", on_click=_turn_off)
 
 
-def under(figure, intervention: Intervention | None):
-    """A chart computed under the active intervention says so in its title."""
-    if intervention is not None:
-        title = figure.layout.title.text or ""
-        figure.update_layout(title_text=f"{title}<br><sup>under {intervention.describe()}</sup>")
-    return figure
-
-
 def pick_neuron(label: str) -> None:
     """Add a neuron (``L3N12``) to the Ablation Lab's picks."""
     picks = st.session_state.setdefault(PICKS_KEY, [])

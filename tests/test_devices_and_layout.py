@@ -82,8 +82,9 @@ def test_the_cli_catches_only_neurolabs_errors(monkeypatch, capsys):
         commands.main(["info"])
 
 
-#: modules at the bottom that every room may import: errors, the one hash for keys, the one progress protocol
-BOTTOM = {"errors", "keys", "progress"}
+#: modules at the bottom that every room may import: errors, the one hash for keys, the one progress protocol (and
+#: the package's version, ``from .. import __version__``)
+BOTTOM = {"errors", "keys", "progress", "__version__"}
 #: each room and the rooms it may import (imports point down the layers)
 ALLOWED = {
     "models": {"errors", "paths"},
@@ -93,8 +94,10 @@ ALLOWED = {
     "capture": {"errors", "models", "tasks"},
     "analysis": {"errors", "models", "tasks", "capture", "store", "heuristics"},
     "train": {"errors", "paths", "models", "tasks", "analysis"},
-    "viz": {"analysis", "models", "tasks"},
-    "cli": {"errors", "paths", "models", "tasks", "capture", "store", "analysis", "train"},
+    "anatomy": {"errors", "models", "tasks", "capture", "store", "heuristics", "analysis"},
+    "viz": {"analysis", "anatomy", "models", "tasks"},
+    "export": {"errors", "models", "tasks", "capture", "store", "heuristics", "analysis", "anatomy", "viz"},
+    "cli": {"errors", "paths", "models", "tasks", "capture", "store", "analysis", "anatomy", "train", "export"},
 }
 
 

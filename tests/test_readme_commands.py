@@ -44,6 +44,8 @@ SUBSTITUTIONS = {
     r"^mathneuro --samples 100 --top-k \S+": Substitution(
         "mathneuro --samples 20 --top-k 0.01 --max-op 20",
         "each K evaluates three weight edits over every 100x100 grid: ~4 min as written"),
+    r"^figure --all --op \+": Substitution(r"\g<0> --max-op 20",
+                                            "every kind of the 100x100 grid, knockouts included: ~3 min as written"),
     r"^mathneuro --math .*": Substitution(r"\g<0> --top-k 0.01 --max-op 20",
                                           "the default eight Ks, three edits each, over every 100x100 grid"),
 }
@@ -74,6 +76,8 @@ EXPECTED = {
     r"^circuit": r"circuit of '\+', rule op1",
     r"^mathneuro": r"MathNeuro on ",
     r"^train": r"saved .*card: ",
+    r"^figure (?!--all)": r"wrote \S+\.csv, \S+\.provenance\.json, \S+\.(svg|pdf|png|html)",
+    r"^graph": r"wrote .*\.json",
 }
 
 

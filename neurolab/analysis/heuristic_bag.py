@@ -222,6 +222,48 @@ def logit_diff_readout(model: LoadedModel, residual: torch.Tensor, answer_id: in
     return vector, constant
 
 
+@dataclass
+class DirectEffects:
+    """One prompt's pass: the answer and its runner-up, and per layer the captured neurons' last-position activations
+    and direct effects on logit(answer) - logit(runner-up) (activation x value vector . :func:`logit_diff_readout`)."""
+
+    answer_id: int
+    runner_id: int
+    logits: torch.Tensor  # [vocab], float32, last position
+    input_ids: torch.Tensor  # [seq]
+    activation: dict[int, np.ndarray]  # layer -> [k] for the layer's captured neurons, in the order asked
+    effect: dict[int, np.ndarray]
+
+    @property
+    def total(self) -> float:
+        return float(self.logits[self.answer_id] - self.logits[self.runner_id])
+
+    @property
+    def correct(self) -> bool:
+        return int(self.logits.argmax()) == self.answer_id
+
+
+def direct_effects(model: LoadedModel, text: str, answer_id: int, columns: dict[int, list[int]],
+                   intervention: Intervention | None = None) -> DirectEffects:
+    """The one pass behind the bag of heuristics and the exported neuron graph: ``text`` under ``intervention``,
+    capturing ``columns`` (layer -> neurons) and the final residual for the readout."""
+    with intervened(model, intervention or CLEAN) as ops:
+        inputs = {k: v.to(model.device) for k, v in model.encode([text]).items()}
+        capture = {layer: torch.as_tensor(ids, device=model.device) for layer, ids in columns.items()}
+        result = run_pass(model, Pass(inputs, ops=ops, capture=capture, residuals=[model.n_layers]))
+        logits = result.logits[0].float()
+        rivals = logits.clone()
+        rivals[answer_id] = -torch.inf
+        runner_id = int(rivals.argmax())
+        vector, _ = logit_diff_readout(model, result.residuals[model.n_layers][0], answer_id, runner_id)
+        activation, effect = {}, {}
+        for layer, ids in columns.items():
+            acts = result.neurons[layer][0].float().to(vector.device)
+            reads = (model.value_vectors(layer).to(vector.device).float() @ vector)[ids]
+            activation[layer], effect[layer] = acts.cpu().numpy(), (acts * reads).cpu().numpy()
+    return DirectEffects(answer_id, runner_id, logits.cpu(), inputs["input_ids"][0].cpu(), activation, effect)
+
+
 def heuristic_bag(model: LoadedModel, store: Store, text: str, intervention: Intervention | None = None, *,
                   max_op: int | None = None, template: PromptTemplate | None = None,
                   settings: ClassifySettings | None = None) -> HeuristicBag:
@@ -235,22 +277,11 @@ def heuristic_bag(model: LoadedModel, store: Store, text: str, intervention: Int
     labels = _labels(model, store, prompt.op, template, run) if run is not None else None
     columns = labels.columns if labels is not None else {}
     answer_id = model.number_token_ids[prompt.answer]
-    with intervened(model, intervention) as ops:
-        inputs = {k: v.to(model.device) for k, v in model.encode([text]).items()}
-        capture = {layer: torch.as_tensor(ids, device=model.device) for layer, ids in columns.items()}
-        result = run_pass(model, Pass(inputs, ops=ops, capture=capture, residuals=[model.n_layers]))
-        logits = result.logits[0].float()
-        rivals = logits.clone()
-        rivals[answer_id] = -torch.inf
-        runner_id = int(rivals.argmax())
-        vector, _ = logit_diff_readout(model, result.residuals[model.n_layers][0], answer_id, runner_id)
-        acts = [result.neurons[layer][0].float().to(vector.device) for layer in columns]
-        reads = [(model.value_vectors(layer).to(vector.device).float() @ vector)[ids] for layer, ids in columns.items()]
-    total = float(logits[answer_id] - logits[runner_id])
+    found = direct_effects(model, text, answer_id, columns, intervention)
     neurons = pd.DataFrame(columns=NEURON_COLUMNS)
     if labels is not None and columns:
-        activation = torch.cat(acts).cpu().numpy()
-        effect = activation * torch.cat(reads).cpu().numpy()
+        activation = np.concatenate([found.activation[layer] for layer in columns])
+        effect = np.concatenate([found.effect[layer] for layer in columns])
         neurons = _counted(labels, prompt, activation, effect)
     groups = _grouped(neurons)
     if run is None:
@@ -262,9 +293,9 @@ def heuristic_bag(model: LoadedModel, store: Store, text: str, intervention: Int
     else:
         message = ""
     return HeuristicBag(
-        text=text, prompt=prompt, answer_token=model.token_str(answer_id), runner_up_token=model.token_str(runner_id),
-        correct=int(logits.argmax()) == answer_id, total=total,
-        remainder=total - float(groups["contribution"].sum()), groups=groups, neurons=neurons,
+        text=text, prompt=prompt, answer_token=model.token_str(answer_id),
+        runner_up_token=model.token_str(found.runner_id), correct=found.correct, total=found.total,
+        remainder=found.total - float(groups["contribution"].sum()), groups=groups, neurons=neurons,
         classified=run is not None, message=message, intervention=intervention.describe(),
         max_op=None if run is None else run.max_op, settings=None if run is None else run.settings,
         layers=() if run is None else run.layers)
