@@ -24,8 +24,17 @@ def test_help_lists_every_command():
     done = neurolab("--help")
     assert done.returncode == 0
     for command in ("train", "eval", "info", "sweep", "export", "importance", "classify", "interventions", "ablate",
-                    "knockout", "failures", "circuit", "mathneuro"):
+                    "knockout", "failures", "circuit", "mathneuro", "figure", "graph", "dynamics", "robustness",
+                    "anatomy"):
         assert command in done.stdout
+
+
+def test_the_help_says_the_fdr_the_atlas_uses():
+    """``dynamics --help`` names the FDR without importing the analysis (a copy): the copy must stay equal."""
+    from neurolab.analysis.significance import FDR
+    from neurolab.cli import dynamics
+
+    assert dynamics.FDR == FDR
 
 
 def test_a_command_help_shows_its_options():

@@ -23,7 +23,7 @@ README = ROOT / "README.md"
 
 
 class Substitution(NamedTuple):
-    instead: str  # a re.sub replacement; {tmp} is the working directory, {tiny} the tiny model's folder
+    instead: str  # a re.sub replacement: {tmp} the working directory, {tiny} the tiny model, {root} the checkout
     why: str
 
 
@@ -46,6 +46,12 @@ SUBSTITUTIONS = {
         "each K evaluates three weight edits over every 100x100 grid: ~4 min as written"),
     r"^figure --all --op \+": Substitution(r"\g<0> --max-op 20",
                                             "every kind of the 100x100 grid, knockouts included: ~3 min as written"),
+    r"^dynamics --series embedded": Substitution(
+        "dynamics --series {root}/data/models/neurolab-arith/checkpoints/step-01000,{root}/data/models/neurolab-arith "
+        "--max-op 30", "eight checkpoints over four 100x100 grids: ~3 min as written; two checkpoints, small grids"),
+    r"^robustness --op \+": Substitution(r"\g<0> --max-op 30", "four templates' classification of the 100x100 grid"),
+    r"^anatomy --op \+ --layers 3 --fit --wiring": Substitution(r"\g<0> --max-op 30",
+                                                                 "a helix fit and patch-the-fit over the 100x100 grid"),
     r"^mathneuro --math .*": Substitution(r"\g<0> --top-k 0.01 --max-op 20",
                                           "the default eight Ks, three edits each, over every 100x100 grid"),
 }
@@ -97,7 +103,7 @@ def readme_commands(text: str | None = None) -> list[str]:
 
 def as_run(command: str, tmp: Path, tiny: Path) -> str:
     for pattern, sub in SUBSTITUTIONS.items():
-        command = re.sub(pattern, sub.instead.format(tmp=tmp, tiny=tiny), command)
+        command = re.sub(pattern, sub.instead.format(tmp=tmp, tiny=tiny, root=ROOT), command)
     return command
 
 

@@ -4,19 +4,38 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pandas as pd
 
 from ..heuristics import RULES_VERSION
 from ..store import Store
+from .significance import FDR, grouped_q_values
 
 COLUMNS = ["op", "layer", "neuron", "label", "heuristic", "score", "base_rate", "lift", "grp", "direct", "side",
-           "importance_rank", "maps", "template", "max_op", "intervention", "params"]
+           "importance_rank", "maps", "template", "max_op", "intervention", "params", "p_value", "q_value",
+           "significant"]
+#: what identifies one classification run: Benjamini-Hochberg corrects over all of its (neuron, heuristic) pairs
+RUN = ["op", "template", "max_op", "intervention", "maps", "top_n", "threshold", "n_prompts", "seed"]
 
 
-def atlas(store: Store, fingerprint: str, matched_only: bool = True) -> pd.DataFrame:
-    """Every stored classification of a model, one row per (operator, neuron, heuristic), best scores first."""
+def _run_tests(store: Store, fingerprint: str) -> pd.DataFrame:
+    """Every test of every run, grouped where identical (run, k, |S|, count), with its p- and q-value; P is the
+    sweep's prompt count (``heuristic_scores.n_prompts`` is the importance run's)."""
+    groups = store.score_tests(fingerprint, RULES_VERSION, RUN)
+    return grouped_q_values(groups, RUN)
+
+
+def atlas(store: Store, fingerprint: str, matched_only: bool = True, alpha: float = FDR) -> pd.DataFrame:
+    """Every stored classification of a model, one row per (operator, neuron, heuristic), best scores first, with
+    its hypergeometric ``p_value``, its Benjamini-Hochberg ``q_value`` over every (neuron, heuristic) pair of its
+    run (computed here from the stored score, k and base rate: exact, nothing stored), and ``significant`` (matched
+    and q <= ``alpha``)."""
     frame = store.atlas_rows(fingerprint, RULES_VERSION, matched_only)
     frame["label"] = "L" + frame["layer"].astype(str) + "N" + frame["neuron"].astype(str)
+    tests = _run_tests(store, fingerprint)[[*RUN, "k", "base_rate", "count", "p_value", "q_value"]]
+    frame["count"] = np.rint(frame["score"] * frame["k"]).astype("int64")
+    frame = frame.merge(tests, on=[*RUN, "k", "base_rate", "count"], how="left", validate="many_to_one")
+    frame["significant"] = frame["matched"].astype(bool) & (frame["q_value"] <= alpha)
     return frame[COLUMNS]
 
 
@@ -73,5 +92,13 @@ def search_hint(frame: pd.DataFrame, text: str) -> str:
 
 
 def counts(frame: pd.DataFrame) -> pd.DataFrame:
-    """Neurons with at least one heuristic, per operator, layer and display group (a neuron counts once per group)."""
-    return (frame.groupby(["op", "layer", "grp"])["neuron"].nunique().rename("neurons").reset_index())
+    """Neurons with at least one heuristic, per operator, layer and display group (a neuron counts once per group),
+    and ``significant``: those with at least one of the group's heuristics significant at the FDR (when known)."""
+    keys = ["op", "layer", "grp"]
+    table = frame.groupby(keys)["neuron"].nunique().rename("neurons").reset_index()
+    if "significant" not in frame:
+        return table
+    chosen = frame[frame["significant"].astype(bool)]
+    significant = chosen.groupby(keys)["neuron"].nunique().rename("significant").reset_index()
+    table = table.merge(significant, on=keys, how="left")
+    return table.assign(significant=table["significant"].fillna(0).astype(int))

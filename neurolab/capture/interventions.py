@@ -9,6 +9,8 @@ never land under the clean model's. Steps apply in order:
 - :class:`ActivationPatch`: set neurons at the last position to their value on a source prompt;
 - :class:`WeightEdit`: multiply the entries of one weight selected by a boolean mask by a factor (0 prunes; MathNeuro
   scales by 1.1). The mask travels beside the JSON as a tensor, named by its digest.
+- :class:`GridPatch`: set neurons at the last position of each prompt of a grid to a value of their own (the anatomy's
+  patch-the-fit: each neuron's fitted value). The values travel beside the JSON as a tensor, like a mask.
 
 Each step type owns its whole protocol (:class:`Step`): how it serialises (``spec`` / ``from_spec``, registered by
 ``kind`` in :data:`STEP_TYPES`), which layers it changes (``layers``: what a rerun may skip), and how it resolves
@@ -19,8 +21,9 @@ Running the model is not theirs: :mod:`neurolab.capture.trace` hands them a :cla
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import torch
@@ -28,6 +31,7 @@ import torch
 from ..errors import InterventionError
 from ..keys import INTERVENTION_KEY_SIZE, MASK_DIGEST_SIZE, digest, json_digest
 from ..models.adapters import neuron_label, parse_neuron_label
+from ..tasks.grid import OperandGrid, PromptTemplate
 
 if TYPE_CHECKING:
     from ..models.loading import LoadedModel
@@ -71,12 +75,15 @@ def by_layer(neurons: Iterable[tuple[int, int]]) -> dict[int, list[int]]:
 class LayerOp:
     """One resolved activation edit of one layer's neurons ``[batch, seq, d_mlp]``: ``values`` is [k] (every
     position, or the last only when ``last_only``) or [P, k] (per position from the end of the prompt). ``rows``
-    limits it to a slice of the batch (several interventions side by side in one pass)."""
+    limits it to a slice of the batch (several interventions side by side in one pass). ``by_prompt`` (prompt ->
+    row of ``values`` [N, k]) makes the values per prompt, at the last position: the engine resolves them to each
+    batch's rows (:meth:`for_prompts`) before the op is applied."""
 
     neurons: torch.Tensor
     values: torch.Tensor
     last_only: bool = False
     rows: slice | None = None
+    by_prompt: Mapping[str, int] | None = None
 
     @property
     def per_position(self) -> bool:
@@ -85,7 +92,9 @@ class LayerOp:
     def apply(self, hidden) -> None:
         """Edit ``hidden`` in place (inside a trace)."""
         target = hidden if self.rows is None else hidden[self.rows]
-        if self.last_only:
+        if self.last_only and self.values.dim() > 1:  # per row (resolved per prompt); NaN keeps the row's own
+            target[:, -1, self.neurons] = torch.where(self.values.isnan(), target[:, -1, self.neurons], self.values)
+        elif self.last_only:
             target[:, -1, self.neurons] = self.values
         elif not self.per_position:
             target[:, :, self.neurons] = self.values
@@ -102,7 +111,15 @@ class LayerOp:
         return self.values[-1] if self.per_position else self.values
 
     def on_rows(self, rows: slice) -> LayerOp:
-        return LayerOp(self.neurons, self.values, self.last_only, rows)
+        return LayerOp(self.neurons, self.values, self.last_only, rows, self.by_prompt)
+
+    def for_prompts(self, prompts: Sequence[str]) -> LayerOp:
+        """A per-prompt op as one value row per prompt of a batch ([len(prompts), k]); NaN for a prompt it has no
+        value for (that row keeps its own)."""
+        index = torch.as_tensor([self.by_prompt.get(p, -1) for p in prompts], device=self.values.device)
+        values = self.values[index.clamp(min=0)]
+        values[index < 0] = float("nan")
+        return LayerOp(self.neurons, values, True, self.rows)
 
 
 class Measure(Protocol):
@@ -330,6 +347,9 @@ class WeightEdit:
 
         return undo
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {self.digest: self.mask}
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, WeightEdit) and self.spec() == other.spec()
 
@@ -337,8 +357,80 @@ class WeightEdit:
         return hash(self.digest)
 
 
+@lru_cache(maxsize=8)
+def _grid_rows(ref: GridRef, max_single_token: int) -> dict[str, int]:
+    """prompt -> its row in the grid ``ref`` names (for this tokenizer's largest single-token number)."""
+    template = PromptTemplate(ref.template, ref.fewshot, ref.seed)
+    return {p: i for i, p in enumerate(OperandGrid(ref.op, ref.max_op, max_single_token, template).prompts)}
+
+
+@dataclass(frozen=True, eq=False)
+class GridPatch(_NeuronStep):
+    """Set ``neurons`` at the last position of each prompt of ``grid`` to ``values[i]`` (``[n_prompts, k]``, the
+    grid's i-th prompt, columns in the order of the sorted neurons); prompts outside the grid keep their own.
+    Patch-the-fit: each neuron replaced by its fitted function of the operands. Compared by digest."""
+
+    neurons: Neurons
+    grid: GridRef
+    values: torch.Tensor = field(repr=False)
+    what: str = "values"  # what the values are, for a user ("helix fit")
+    digest: str = ""
+    kind: ClassVar[str] = "grid_patch"
+
+    def __post_init__(self) -> None:
+        pairs = [parse_neuron_label(n) if isinstance(n, str) else (int(n[0]), int(n[1])) for n in self.neurons]
+        ordered = _neurons(pairs)
+        values = torch.as_tensor(self.values).detach().to("cpu", torch.float32)
+        if len(ordered) != len(pairs) or values.dim() != 2 or values.shape[1] != len(pairs):
+            raise InterventionError(f"a grid patch needs distinct neurons and values [prompts, {len(pairs)}], got "
+                                    f"{len(ordered)} distinct of {len(pairs)} and {list(values.shape)}")
+        values = values[:, [pairs.index(n) for n in ordered]].contiguous()
+        object.__setattr__(self, "neurons", ordered)
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "digest", digest(values.numpy().tobytes(), json.dumps(list(values.shape)),
+                                                  size=MASK_DIGEST_SIZE))
+
+    def spec(self) -> dict:
+        return {"kind": self.kind, "neurons": [neuron_label(*n) for n in self.neurons], "grid": vars(self.grid),
+                "values": self.digest, "shape": list(self.values.shape), "what": self.what}
+
+    @classmethod
+    def from_spec(cls, spec: dict, tensors: dict[str, torch.Tensor]) -> GridPatch:
+        if spec["values"] not in tensors:
+            raise InterventionError(f"the values {spec['values']} of a grid patch are missing")
+        patch = cls(spec["neurons"], GridRef(**spec["grid"]), tensors[spec["values"]], spec.get("what", "values"))
+        if patch.digest != spec["values"]:
+            raise InterventionError("the values of a grid patch do not match their digest")
+        return patch
+
+    def describe(self) -> str:
+        return f"patch {len(self.neurons)} neurons to their {self.what} on {self.grid.op}"
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {self.digest: self.values}
+
+    def layer_ops(self, model: LoadedModel, measure: Measure) -> dict[int, list[LayerOp]]:
+        check_neurons(model, self.neurons)
+        rows = _grid_rows(self.grid, model.max_single_token)
+        if len(rows) != self.values.shape[0]:
+            raise InterventionError(f"a grid patch holds {self.values.shape[0]} prompts; its grid has {len(rows)}")
+        ops: dict[int, list[LayerOp]] = {}
+        for layer, ns in by_layer(self.neurons).items():
+            columns = [self.neurons.index((layer, n)) for n in ns]
+            index = torch.as_tensor(ns, dtype=torch.long, device=model.device)
+            values = self.values[:, columns].to(model.device, model.hf.dtype)
+            ops[layer] = [LayerOp(index, values, True, None, rows)]
+        return ops
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GridPatch) and self.spec() == other.spec()
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
+
+
 #: every step type by its ``kind`` (what ``from_json`` reads); a new kind of change is one class and one entry
-STEP_TYPES: dict[str, type] = {cls.kind: cls for cls in (NeuronAblation, ActivationPatch, WeightEdit)}
+STEP_TYPES: dict[str, type] = {cls.kind: cls for cls in (NeuronAblation, ActivationPatch, WeightEdit, GridPatch)}
 
 
 @dataclass(frozen=True)
@@ -390,8 +482,9 @@ class Intervention:
                 "steps": [step.spec() for step in self.steps], "tensors": sorted(self.tensors())}
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """The masks the JSON names by digest, to be saved beside it (safetensors)."""
-        return {step.digest: step.mask for step in self.weight_edits}
+        """The tensors the JSON names by digest (weight masks, patched values), to be saved beside it
+        (safetensors)."""
+        return {name: t for step in self.steps if hasattr(step, "tensors") for name, t in step.tensors().items()}
 
     @classmethod
     def from_json(cls, data: dict, tensors: dict[str, torch.Tensor] | None = None) -> Intervention:

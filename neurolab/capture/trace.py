@@ -65,6 +65,9 @@ class Pass:
     inputs: dict[str, torch.Tensor]
     ops: Mapping[int, list[LayerOp]] = field(default_factory=dict)
     capture: Mapping[int, torch.Tensor | None] = field(default_factory=dict)  # layer -> neuron columns (None: all)
+    #: layer -> neuron columns (None: all) of the pre-activation to capture at the last position: the up/in
+    #: projection's output ("pre"), or a gated MLP's gate and up projections' ("gate", "up"), before any neuron edit
+    pre: Mapping[int, torch.Tensor | None] = field(default_factory=dict)
     #: [batch, seq] weights: capture every position summed over the rows with these weights ([seq, k], a grid
     #: mean's numerator, reduced on the device) instead of the last position of each row
     row_sum: torch.Tensor | None = None
@@ -89,6 +92,7 @@ class PassResult:
     components: dict[int, tuple[torch.Tensor, torch.Tensor]]  # layer -> (heads [B, S, H*d], MLP output [B, S, d])
     gradients: dict[int, torch.Tensor]  # layer -> [batch, d_mlp] at the last position
     cache: DynamicCache | None = None
+    pre: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # layer -> {"pre"|"gate"|"up": [batch, k]}
 
 
 @dataclass
@@ -124,11 +128,13 @@ def run_pass(model: LoadedModel, p: Pass, remote: bool | str = False) -> PassRes
         return {layer: value for layer, value in mapping.items() if layer >= start}
 
     ops, capture, row_mask, row_patch = live(p.ops), live(p.capture), live(p.row_mask), live(p.row_patch)
-    head_patches, mlp_patches = live(p.head_patches), live(p.mlp_patches)
+    head_patches, mlp_patches, pre = live(p.head_patches), live(p.mlp_patches), live(p.pre)
     neuron_layers = set(ops) | set(capture) | set(row_mask) | set(row_patch)
     component_layers = {layer for layer in p.components if layer >= start} | set(head_patches) | set(mlp_patches)
     block_layers = {layer for layer in p.residuals if start <= layer < n_layers}
-    touched = sorted(neuron_layers | component_layers | block_layers)
+    touched = sorted(neuron_layers | component_layers | block_layers | set(pre))
+    pre_out = {layer: [get_module(lm, path) for path in adapter.pre_activation_paths(layer).values()]
+               for layer in pre}
     blocks = get_module(lm, adapter.layers)
     down = {layer: get_module(lm, adapter.mlp_out_path(layer)) for layer in neuron_layers}
     heads_in = {layer: get_module(lm, adapter.attn_out_path(layer)) for layer in component_layers}
@@ -144,7 +150,7 @@ def run_pass(model: LoadedModel, p: Pass, remote: bool | str = False) -> PassRes
         if p.resume is not None:
             for layer in range(start):  # in execution order, before anything of layer ``start``
                 blocks[layer].skip(adapter.block_output(p.resume[1]))
-        neurons, residuals, components, hiddens = [], [], [], []
+        neurons, residuals, components, hiddens, pres = [], [], [], [], []
         for layer in touched:  # modules must be visited in execution order
             if layer in block_layers:
                 residuals.append(blocks[layer].input)
@@ -155,6 +161,9 @@ def run_pass(model: LoadedModel, p: Pass, remote: bool | str = False) -> PassRes
                     heads[rows, positions, columns] = values
                 if layer in p.components:
                     components.append(heads)
+            for module in pre_out.get(layer, ()):
+                out = module.output
+                pres.append((out if pre[layer] is None else out[..., pre[layer]])[:, -1])
             if layer in neuron_layers:
                 hidden = down[layer].input
                 for op in ops.get(layer, ()):
@@ -182,7 +191,7 @@ def run_pass(model: LoadedModel, p: Pass, remote: bool | str = False) -> PassRes
                     components.append(out)
         if n_layers in p.residuals:
             residuals.append(final_norm.input[:, -1])
-        saved = nnsight.save([neurons, residuals, components])
+        saved = nnsight.save([neurons, residuals, components, pres])
         logits = nnsight.save(lm.output.logits[:, -1])
         if p.cache:
             cache = nnsight.save(lm.output.past_key_values)
@@ -193,7 +202,10 @@ def run_pass(model: LoadedModel, p: Pass, remote: bool | str = False) -> PassRes
             metric = (logp[rows, bad] - logp[rows, good]).sum()
             with metric.backward():
                 grads = nnsight.save([hidden.grad[:, -1] for hidden in hiddens[::-1]])
-    neurons, residuals, components = saved
+    neurons, residuals, components, pres = saved
+    pre_values, found = {}, iter(pres)
+    for layer in (layer for layer in touched if layer in pre):
+        pre_values[layer] = {name: next(found) for name in adapter.pre_activation_paths(layer)}
     captured = [layer for layer in touched if layer in capture]
     kept_layers = [layer for layer in touched if layer in block_layers]
     kept_layers += [n_layers] if n_layers in p.residuals else []
@@ -201,7 +213,7 @@ def run_pass(model: LoadedModel, p: Pass, remote: bool | str = False) -> PassRes
     return PassResult(
         logits, dict(zip(captured, neurons)), dict(zip(kept_layers, residuals)),
         {layer: (components[2 * i], components[2 * i + 1]) for i, layer in enumerate(component_list)},
-        dict(zip(captured, grads[::-1])) if grad else {}, cache)
+        dict(zip(captured, grads[::-1])) if grad else {}, cache, pre_values)
 
 
 def _inputs(model: LoadedModel, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -324,6 +336,12 @@ def _side_by_side(variant_ops: Sequence[Mapping[int, list[LayerOp]]], rows: int)
         for layer, items in layer_ops.items():
             ops.setdefault(layer, []).extend(op.on_rows(slice(v * rows, (v + 1) * rows)) for op in items)
     return ops
+
+
+def _on_prompts(ops: Mapping[int, list[LayerOp]], prompts: Sequence[str]) -> dict[int, list[LayerOp]]:
+    """Per-prompt edits (a :class:`~.interventions.GridPatch`) resolved to the rows of ``prompts``."""
+    return {layer: [op.for_prompts(prompts) if op.by_prompt is not None else op for op in items]
+            for layer, items in ops.items()}
 
 
 def _prefix_ops(ops: Mapping[int, list[LayerOp]], plan: SharedPrefix) -> dict[int, list[LayerOp]]:
@@ -509,7 +527,7 @@ def _engine(model: LoadedModel, prompts: Sequence[str], variants: Sequence[Inter
         for lo in range(0, len(prompts), size):
             hi = min(len(prompts), lo + size)
             rows = hi - lo
-            ops = _side_by_side(variant_ops, rows)
+            ops = _on_prompts(_side_by_side(variant_ops, rows), prompts[lo:hi])
             masks = {layer: mask[lo:hi].to(model.device) for layer, mask in row_mask.items()}
             rows_kept = slice(lo, hi) if source is None else source[lo:hi]
             if shortcut:
@@ -671,9 +689,31 @@ def neuron_gradients(
     layers = sorted(layers)
     check_layers(model, layers)
     with intervened(model, intervention) as ops:
-        result = run_pass(model, Pass(_inputs(model, prompts), ops=ops, capture=dict.fromkeys(layers),
+        result = run_pass(model, Pass(_inputs(model, prompts), ops=_on_prompts(ops, prompts),
+                                      capture=dict.fromkeys(layers),
                                       gradient=(good.to(model.device), bad.to(model.device))))
     return (
         {layer: a.detach().float().cpu() for layer, a in result.neurons.items()},
         {layer: g.detach().float().cpu() for layer, g in result.gradients.items()},
     )
+
+
+def pre_activations(model: LoadedModel, prompts: Sequence[str], layers: Selection,
+                    intervention: Intervention | None = None, batch_size: int | None = None
+                    ) -> dict[int, dict[str, torch.Tensor]]:
+    """Last-position pre-activations of ``layers`` (layer -> neuron columns, None: all) over ``prompts``, float32 on
+    the host: layer -> {"pre": [n, k]}, or {"gate": ..., "up": ...} for a gated MLP. Plain passes (no prefix cache,
+    nothing kept): the helix fit reads them once per grid."""
+    check_layers(model, list(layers))
+    parts: dict[int, dict[str, list[torch.Tensor]]] = {}
+    size = batch_size or default_batch_size(model, prompts, model.d_mlp * 2 * len(layers))
+    with intervened(model, intervention) as ops:
+        columns = {layer: None if c is None else torch.as_tensor(list(c), dtype=torch.long, device=model.device)
+                   for layer, c in layers.items()}
+        for lo in range(0, len(prompts), size):
+            chunk = prompts[lo:lo + size]
+            result = run_pass(model, Pass(_inputs(model, chunk), ops=_on_prompts(ops, chunk), pre=columns))
+            for layer, points in result.pre.items():
+                for name, values in points.items():
+                    parts.setdefault(layer, {}).setdefault(name, []).append(values.float().cpu())
+    return {layer: {name: torch.cat(v) for name, v in points.items()} for layer, points in parts.items()}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import paths
 from ..errors import InputError, NeurolabError
-from . import circuit, experiments, figures, mathneuro, options
+from . import anatomy, circuit, dynamics, experiments, figures, mathneuro, options
 from .options import OPS
 from .progress import progress_bar
 
@@ -335,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     experiments.add_parsers(sub, parents)
     mathneuro.add_parsers(sub, parents)
     figures.add_parsers(sub, parents)
+    dynamics.add_parsers(sub, parents)
+    anatomy.add_parsers(sub, parents)
 
     p = sub.add_parser("info", parents=[model],
                        help="how neurolab sees a model: family, layers, neurons, hook names, fingerprint")

@@ -33,6 +33,10 @@ class ArchitectureAdapter:
     mlp: str = "mlp"  # the MLP module inside a block; its output is the MLP's contribution to the residual stream
     n_heads_attr: str = "num_attention_heads"  # the text config's attribute holding the number of (query) heads
     block_returns_tuple: bool = False  # a block returns (hidden_states, attention weights), not hidden_states alone
+    mlp_in: str = ""  # the up/in projection inside a block; its output is the pre-activation (the anatomy's helix fit)
+    mlp_gate: str = ""  # gated MLPs: the gate projection (neuron = act(gate) * up)
+    mlp_act: str = ""  # the MLP's activation function module (applied to a fitted pre-activation)
+    mlp_norm: str = ""  # the norm in front of the MLP (its scale enters the virtual weights between neurons)
 
     def block_output(self, hidden: torch.Tensor):
         """What a block returns given its output residual (what a skipped block must return)."""
@@ -56,6 +60,14 @@ class ArchitectureAdapter:
     def mlp_path(self, layer: int) -> str:
         """The HF module whose *output* is the MLP's contribution to the residual stream of ``layer``."""
         return f"{self.layer_path(layer)}.{self.mlp}"
+
+    def pre_activation_paths(self, layer: int) -> dict[str, str]:
+        """The HF modules whose *output* is ``layer``'s pre-activation: ``{"pre": ...}``, or for a gated MLP
+        ``{"gate": ..., "up": ...}`` (in execution order)."""
+        block = self.layer_path(layer)
+        if self.mlp_gate:
+            return {"gate": f"{block}.{self.mlp_gate}", "up": f"{block}.{self.mlp_in}"}
+        return {"pre": f"{block}.{self.mlp_in}"}
 
     def n_heads(self, config) -> int:
         """Attention (query) heads per layer, from a model config (its text config when it has one)."""
@@ -86,23 +98,27 @@ ADAPTERS: tuple[ArchitectureAdapter, ...] = (
         family="gpt-neox", model_types=("gpt_neox",), layers="gpt_neox.layers", mlp_out="mlp.dense_4h_to_h",
         attention="attention", final_norm="gpt_neox.final_layer_norm", unembed="lm_head",
         embed="gpt_neox.embed_in", gated=False, attn_out="attention.dense", mlp="mlp",
-        n_heads_attr="num_attention_heads",
+        n_heads_attr="num_attention_heads", mlp_in="mlp.dense_h_to_4h", mlp_act="mlp.act",
+        mlp_norm="post_attention_layernorm",
     ),
     ArchitectureAdapter(
         family="llama", model_types=("llama", "mistral", "qwen2", "qwen3"), layers="model.layers",
         mlp_out="mlp.down_proj", attention="self_attn", final_norm="model.norm", unembed="lm_head",
         embed="model.embed_tokens", gated=True, attn_out="self_attn.o_proj", mlp="mlp",
-        n_heads_attr="num_attention_heads",
+        n_heads_attr="num_attention_heads", mlp_in="mlp.up_proj", mlp_gate="mlp.gate_proj", mlp_act="mlp.act_fn",
+        mlp_norm="post_attention_layernorm",
     ),
     ArchitectureAdapter(
         family="gpt2", model_types=("gpt2",), layers="transformer.h", mlp_out="mlp.c_proj", attention="attn",
         final_norm="transformer.ln_f", unembed="lm_head", embed="transformer.wte", gated=False,
-        attn_out="attn.c_proj", mlp="mlp", n_heads_attr="n_head",
+        attn_out="attn.c_proj", mlp="mlp", n_heads_attr="n_head", mlp_in="mlp.c_fc", mlp_act="mlp.act",
+        mlp_norm="ln_2",
     ),
     ArchitectureAdapter(
         family="gpt-j", model_types=("gptj",), layers="transformer.h", mlp_out="mlp.fc_out", attention="attn",
         final_norm="transformer.ln_f", unembed="lm_head", embed="transformer.wte", gated=False,
         attn_out="attn.out_proj", mlp="mlp", n_heads_attr="n_head", block_returns_tuple=True,
+        mlp_in="mlp.fc_in", mlp_act="mlp.act", mlp_norm="ln_1",
     ),
 )
 

@@ -87,3 +87,17 @@ class ResultTables:
                 "SELECT * FROM neuron_heuristics WHERE fingerprint = ? AND rules = ? "
                 + ("AND matched " if matched_only else "") + "ORDER BY op, layer, neuron, score DESC",
                 [fingerprint, rules]).df()
+
+    def score_tests(self, fingerprint: str, rules: int, run: list[str]) -> pd.DataFrame:
+        """Every stored score of a model as hypergeometric tests, grouped where identical: the ``run`` columns (of
+        ``neuron_heuristics``), ``k``, ``base_rate``, ``total`` (the sweep's prompts P), ``count`` (score x k),
+        ``satisfied`` (base_rate x P) and ``rows`` (how many scores share them)."""
+        sweep_columns = {"op", "template", "max_op", "intervention"}
+        chosen = ", ".join(f"{'s' if c in sweep_columns else 'h'}.{c}" for c in run)
+        with self.cursor() as con:
+            return con.execute(
+                f"SELECT {chosen}, h.k, h.base_rate, s.n_prompts AS total, "
+                "CAST(round(h.score * h.k) AS BIGINT) AS count, "
+                "CAST(round(h.base_rate * s.n_prompts) AS BIGINT) AS satisfied, count(*) AS rows "
+                "FROM heuristic_scores h JOIN sweeps s USING (sweep_id) WHERE s.fingerprint = ? AND h.rules = ? "
+                "GROUP BY ALL", [fingerprint, rules]).df()

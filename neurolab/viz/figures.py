@@ -9,6 +9,7 @@ from plotly.subplots import make_subplots
 
 from ..analysis.neuron_maps import NeuronMap
 from ..analysis.predict import PromptReport
+from ..analysis.significance import FDR
 
 
 def next_token_figure(report: PromptReport) -> go.Figure:
@@ -109,10 +110,12 @@ def result_figure(nmap: NeuronMap) -> go.Figure:
 
 def atlas_counts_figure(table: pd.DataFrame) -> go.Figure:
     """Neurons with a heuristic per layer, side by side per display group (one panel per operator); a neuron with
-    heuristics of two groups counts in both, so the bars are not stacked."""
+    heuristics of two groups counts in both, so the bars are not stacked. Where ``table`` has ``significant`` (the
+    neurons whose heuristic is significant at the FDR), a hatched bar beside each group's raw bar shows it."""
     ops = sorted(table["op"].unique()) or ["+"]
     fig = make_subplots(rows=1, cols=len(ops), subplot_titles=[f"operator {op}" for op in ops], shared_yaxes=True)
     colours = {"range": "#1f77b4", "modulo": "#ff7f0e", "pattern": "#2ca02c", "other": "#9467bd"}
+    kinds = [("neurons", "", "")] + ([("significant", ", significant", "/")] if "significant" in table else [])
     shown: set[str] = set()
     for col, op in enumerate(ops, start=1):
         part = table[table["op"] == op]
@@ -120,14 +123,19 @@ def atlas_counts_figure(table: pd.DataFrame) -> go.Figure:
             rows = part[part["grp"] == group]
             if rows.empty:
                 continue
-            fig.add_trace(go.Bar(x=rows["layer"], y=rows["neurons"], name=group, marker_color=colour,
-                                 legendgroup=group, showlegend=group not in shown,
-                                 hovertemplate=f"{group}: %{{y}} neurons in layer %{{x}}<extra></extra>"),
-                          row=1, col=col)
-            shown.add(group)
+            for column, suffix, hatch in kinds:
+                name = group + suffix
+                fig.add_trace(go.Bar(x=rows["layer"], y=rows[column], name=name, marker_color=colour,
+                                     marker_pattern_shape=hatch, opacity=0.6 if hatch else 1.0, legendgroup=name,
+                                     showlegend=name not in shown,
+                                     hovertemplate=f"{name}: %{{y}} neurons in layer %{{x}}<extra></extra>"),
+                              row=1, col=col)
+                shown.add(name)
         fig.update_xaxes(title_text="layer", dtick=1, row=1, col=col)
-    fig.update_layout(barmode="group", title="Classified neurons per layer and group", height=330,
-                      yaxis_title="neurons", margin=dict(l=10, r=10, t=60, b=10))
+    title = "Classified neurons per layer and group" + (f" (hatched: significant at FDR {FDR})" if len(kinds) > 1
+                                                          else "")
+    fig.update_layout(barmode="group", title=title, height=330, yaxis_title="neurons",
+                      margin=dict(l=10, r=10, t=60, b=10))
     return fig
 
 

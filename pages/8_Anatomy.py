@@ -1,0 +1,145 @@
+"""Neuron anatomy: what function of the operands a neuron computes (shape, spectrum, helix fit), how it wires to
+other layers, and for a layer the shapes, result fraction vs direct effect, method agreement and patch-the-fit."""
+
+import numpy as np
+import streamlit as st
+
+from neurolab.analysis.sweep import NeuronSelection, find_sweep, grid_for, run_sweep
+from neurolab.anatomy.agreement import agreement_summary, method_scores
+from neurolab.anatomy.helix import helix_fits, neuron_helix, patch_the_fit
+from neurolab.anatomy.layer import layer_anatomy
+from neurolab.anatomy.shape import Operands
+from neurolab.anatomy.spectrum import is_complete
+from neurolab.anatomy.wiring import stored_connections
+from neurolab.errors import NeurolabError
+from neurolab.models.adapters import neuron_label, parse_neuron_label
+from neurolab.tasks.arithmetic import OPERATORS
+from neurolab.tasks.grid import TEMPLATES
+from neurolab.viz import anatomy as figures
+from pages import active_intervention, model_sidebar, progress_bar, shared_store, state
+
+st.set_page_config(page_title="neurolab · anatomy", page_icon="🧬", layout="wide")
+st.title("Neuron anatomy")
+model = model_sidebar()
+store = shared_store()
+
+c1, c2, c3, c4 = st.columns(4)
+op = c1.selectbox("Operator", OPERATORS, key=state.OP)
+max_op = int(c2.number_input("max_op", min_value=2, max_value=model.max_single_token + 1, key=state.MAX_OP))
+template_name = c3.selectbox("Template", list(TEMPLATES), key="anatomy_template",
+                             index=list(TEMPLATES).index(st.session_state.get(state.TEMPLATE, "plain"))
+                             if st.session_state.get(state.TEMPLATE) in TEMPLATES else 0)
+template = TEMPLATES[template_name]
+if st.session_state.get(state.LAYER) not in range(model.n_layers):
+    st.session_state[state.LAYER] = model.n_layers - 1
+layer = c4.selectbox("Layer", list(range(model.n_layers)), key=state.LAYER)
+active = active_intervention()
+condition = f" under {active.describe()}" if active is not None else ""
+grid = grid_for(model, op, max_op, template)
+
+try:
+    if find_sweep(model, store, grid, active) is None and not st.button(
+            f"Sweep the {op} grid ({len(grid):,} prompts){condition} and compute the layer's anatomy",
+            key="anatomy_run"):
+        st.info(f"No sweep of the {op} grid is stored for this model yet.")
+        st.stop()
+    with progress_bar("anatomy", "prompts") as progress:  # every layer swept: the wiring reads the others
+        run_sweep(model, store, op, NeuronSelection(), max_op, template, active, progress=progress)
+        table = layer_anatomy(model, store, op, layer, "auto", max_op, template, active, progress=progress)
+    sweep_id = find_sweep(model, store, grid, active)
+except NeurolabError as error:
+    st.error(str(error))
+    st.stop()
+
+prompts = store.cached_prompts(sweep_id)
+operands = Operands.from_prompts(prompts)
+complete = is_complete(operands, max_op)
+st.caption(f"{len(table)} neurons of layer {layer} on the {op} grid ({len(prompts):,} prompts{condition}; "
+           + ("complete grid" if complete else "incomplete grid: spectra from group means, no 2-D DFT") + ").")
+
+# -- the current neuron --
+labels = list(table["label"])
+current = st.session_state.get(state.NEURON)
+if current not in labels:
+    current = table.loc[table["direct_effect"].abs().idxmax(), "label"]
+    st.session_state[state.NEURON] = current
+st.selectbox("Neuron", labels, key=state.NEURON, help="the layer's neurons; select a row of the table below too")
+row = table.set_index("label").loc[st.session_state[state.NEURON]]
+_, neuron = parse_neuron_label(st.session_state[state.NEURON])
+k, kv = store.neuron_map(sweep_id, layer, neuron)
+
+shape_text = row["shape"] + (f" ({row['lookup_key']} digits)" if row["lookup_key"] else "") + (
+    f" (mod {int(row['modulus'])})" if row["modulus"] else "")
+left, right = st.columns(2)
+left.markdown(f"**Shape**: {shape_text}  \ninteraction share {row['interaction']:.2f} · adjR² r {row['adj[r]']:.2f} · "
+              f"ones lookup {row['adj[ones lookup]']:.2f} · tens lookup {row['adj[tens lookup]']:.2f} · "
+              f"best r mod {int(row['best_mod'])} {row['best_mod_adj']:.2f} · active share {row['active_share']:.2f}"
+              f" · direct effect {row['direct_effect']:+.3f}")
+right.markdown(f"**The paper's labels**: {row['heuristics'] or 'none (classify on the Heuristic Atlas page)'}")
+st.plotly_chart(figures.decomposition_figure(k, operands, max_op, row.name), key="anatomy_decomposition")
+st.plotly_chart(figures.spectrum_figure(k, operands, max_op, row, complete), key="anatomy_spectrum")
+
+if st.toggle("Helix fit of the pre-activation (one pass over the grid, then cached)", key="anatomy_fit_neuron"):
+    with st.spinner("fitting ..."):
+        frame = neuron_helix(model, store, grid, layer, neuron, active)
+    st.plotly_chart(figures.helix_figure(frame, max_op), key="anatomy_helix")
+    if "gate" in set(frame["point"]):
+        st.plotly_chart(figures.sign_map_figure(frame, max_op), key="anatomy_signs")
+
+
+
+def _open(to_layer: int, to_neuron: int) -> None:
+    """A linked neuron becomes the current one (its layer too)."""
+    state.put(state.LAYER, to_layer)
+    state.put(state.NEURON, neuron_label(to_layer, to_neuron))
+
+
+st.subheader("Strongest inputs and outputs (TWERA)")
+st.caption("Virtual weights through the residual stream only (attention between positions and the norm's division "
+           "left out), weighted by co-activation over the grid: TWERA = V·E[a_i a_j]/E[a_j].")
+links = stored_connections(model, store, sweep_id, layer, neuron, count=4)
+if links.empty:
+    st.caption("No linked neuron is active on at least 10 prompts in the stored layers.")
+for direction, part in links.groupby("direction", sort=False):
+    st.markdown(f"**{direction}s**")
+    columns = st.columns(max(len(part), 1))
+    for column, link in zip(columns, part.itertuples()):
+        values, _ = store.neuron_map(sweep_id, int(link.layer), int(link.neuron))
+        column.plotly_chart(figures.thumbnail(values, operands, max_op, f"{link.label} TWERA {link.twera:+.3f}"),
+                            key=f"anatomy_thumb_{link.label}")
+        column.button(f"Open {link.label}", key=f"anatomy_open_{link.label}", on_click=_open,
+                      args=(int(link.layer), int(link.neuron)))
+
+# -- the layer --
+st.subheader(f"Layer {layer}")
+st.plotly_chart(figures.shapes_figure(table), key="anatomy_shapes")
+shown = ["label", "shape", "heuristic", "interaction", "adj[r]", "adj[ones lookup]", "adj[tens lookup]", "best_mod",
+         "best_mod_adj", "mod_auroc", "active_share", "direct_effect"]
+picked = st.dataframe(table[shown].round(3), key="anatomy_table", on_select="rerun", selection_mode="single-row",
+                      hide_index=True)
+if picked.selection.rows and labels[picked.selection.rows[0]] != st.session_state[state.NEURON]:
+    state.put(state.NEURON, labels[picked.selection.rows[0]])
+    st.rerun()
+
+a, b = st.columns(2)
+with a:
+    count = st.number_input("Top neurons to patch to their fits", 1, model.d_mlp, 20, key="anatomy_top_n")
+    if st.toggle("Fit the layer and patch the fit (a pass over the grid, then the accuracy under the patch)",
+                 key="anatomy_fit_layer"):
+        fits = helix_fits(model, store, grid, layer, table["neuron"].tolist(), active)
+        with progress_bar("patch the fit", "steps") as progress:
+            patched = patch_the_fit(model, store, grid, layer, int(count), active, progress)
+        pre = fits[fits["point"] == fits["point"].iloc[0]]
+        merged = table.merge(pre[["neuron", "result_fraction", "nrmse"]].rename(
+            columns={"result_fraction": "result_fraction_pre"}), on="neuron")
+        st.caption(f"NRMSE best {pre['nrmse'].min():.3f}, median {np.median(pre['nrmse']):.3f}")
+        st.plotly_chart(figures.fraction_vs_effect_figure(merged), key="anatomy_fraction")
+        st.plotly_chart(figures.patch_fit_figure(patched), key="anatomy_patch")
+with b:
+    if st.toggle("Method agreement (exact activation patching: a forward pass per neuron and prompt)",
+                 key="anatomy_agreement"):
+        with progress_bar("activation patching", "neurons") as progress:
+            scores = method_scores(model, store, grid, [layer], 50, 0, active, progress)
+        summary = agreement_summary(scores, int(count))
+        st.dataframe(summary.round(3), hide_index=True, key="anatomy_agreement_table")
+        st.plotly_chart(figures.agreement_figure(scores, summary), key="anatomy_agreement_scatter")
