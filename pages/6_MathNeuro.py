@@ -13,12 +13,23 @@ from neurolab.analysis.mathneuro import (
     stored_accuracy,
     summary,
 )
+from neurolab.analysis.mathneuro_claims import (
+    CONDITIONS,
+    best_scaling,
+    frontier,
+    frontier_best,
+    parse_conditions,
+    scaling_study,
+    single_sample_study,
+)
 from neurolab.analysis.mathneuro_overlap import ablation_vs_pruning, neuron_overlap, overlap_by_layer
 from neurolab.errors import NeurolabError
 from neurolab.export import kinds
+from neurolab.export.bundle import Export
 from neurolab.export.provenance import Provenance
 from neurolab.keys import DATA_DIGEST_SIZE, digest, json_digest
 from neurolab.tasks.arithmetic import OP_NAMES
+from neurolab.viz.mathneuro import frontier_figure, scaling_figure
 from pages import ACTIVE_KEY, model_sidebar, progress_bar, shared_store
 from pages.common import export
 
@@ -38,13 +49,14 @@ def k_summary(fingerprint: str, samples_key: str, _math: dict, _general: dict) -
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def k_masks(fingerprint: str, samples_key: str, k: float, _model, _math: dict, _general: dict):
-    specific = math_specific(_math, _general, k)
+def k_masks(fingerprint: str, samples_key: str, k: float, k_general: float | None, _model, _math: dict,
+            _general: dict):
+    specific = math_specific(_math, _general, k, k_general)
     return specific, by_matrix(_model, specific)
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def k_edit(fingerprint: str, samples_key: str, k: float, factor: float, _specific: dict):
+def k_edit(fingerprint: str, samples_key: str, k: float, k_general: float | None, factor: float, _specific: dict):
     return edit(_specific, factor, f"MathNeuro K={k:g} x{factor:g}", "mathneuro")
 
 
@@ -97,17 +109,23 @@ scored = Provenance.of("mathneuro-summary", model, data, params={"samples": samp
 export.table(k_summary(model.fingerprint, samples_key, math_scores, general_scores), "mn_summary",
              "mathneuro-summary", scored)
 
-k = st.select_slider("K", options=list(DEFAULT_KS), key="mn_k")
-specific, table = k_masks(model.fingerprint, samples_key, k, model, math_scores, general_scores)
-export.chart(kinds.matrices_export(model, {**data, "k": k}, table, samples), "mn_matrices")
+kc1, kc2 = st.columns(2)
+k = kc1.select_slider("K", options=list(DEFAULT_KS), key="mn_k")
+kg_choice = kc2.select_slider("K-general (non-math top-K)", options=["= K", *DEFAULT_KS], key="mn_k_general",
+                              help="the fraction of non-math top weights excluded; '= K' as published, a larger one "
+                                   "protects more non-math weights")
+k_general = None if kg_choice == "= K" else float(kg_choice)
+specific, table = k_masks(model.fingerprint, samples_key, k, k_general, model, math_scores, general_scores)
+export.chart(kinds.matrices_export(model, {**data, "k": k, "k_general": k_general}, table, samples), "mn_matrices")
 
 st.subheader("Prune or scale them")
 e1, e2, e3 = st.columns(3)
 how = e1.radio("Edit", ["prune (x0)", "scale"], horizontal=True, key="mn_how")
 factor = 0.0 if how.startswith("prune") else float(e2.number_input("Factor", 0.0, 10.0, step=0.05, key="mn_factor"))
-edited = k_edit(model.fingerprint, samples_key, k, factor, specific)
+edited = k_edit(model.fingerprint, samples_key, k, k_general, factor, specific)
 live = e3.toggle("Evaluate each edit", key="mn_live",
-                 help="accuracy over every operator's full grid and the non-math task as K or the factor moves "
+                 help="accuracy over every operator's full grid and the held-out non-math facts as K or the factor "
+                      "moves "
                       "(~2-3 s on a CPU for an edit not evaluated before; stored)")
 clean, after = stored_accuracy(model, store, compute=False), stored_accuracy(model, store, edited, compute=False)
 if None in (clean, after) and (live or st.button(f"Evaluate x{factor:g} at K={k:g}", key="mn_evaluate")):
@@ -148,9 +166,57 @@ st.caption("random: as many random weights per matrix (seeded); Wanda: top-K on 
 ks = st.multiselect("K values", list(DEFAULT_KS), [0.001, 0.01, 0.025, 0.05], key="mn_ks")
 if st.button("Evaluate these K (cached)", key="mn_sweep", disabled=not ks):
     with progress_bar("scoring", "samples") as progress:
-        swept = kinds.build("mathneuro", model, store, {**data, "ks": ks, "factor": factor}, progress=progress)
+        swept = kinds.build("mathneuro", model, store, {**data, "ks": ks, "factor": factor, "k_general": k_general},
+                            progress=progress)
     export.chart(swept, "mn_sweep_chart")
     export.table(swept.data, "mn_sweep_table", swept.stem, swept.provenance)
+
+st.subheader("The claims, where they can fail")
+st.caption("Non-math accuracy here is measured on held-out facts, never used as non-math samples. Math accuracy on a "
+           "seeded subset of each grid; every evaluation is stored, so a rerun computes nothing.")
+claim = st.radio("Study", ["frontier", "scaling", "single sample"], horizontal=True, key="mn_study")
+c1, c2, c3 = st.columns(3)
+if claim == "frontier":
+    f_ks = c1.multiselect("K values", [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08], [0.01, 0.03, 0.05],
+                          key="mn_frontier_ks")
+    f_kgs = c2.multiselect("K-general values", ["= K", 0.05, 0.08, 0.1], ["= K", 0.08], key="mn_frontier_kgs")
+    f_prompts = int(c3.number_input("Prompts per operator grid", 50, 10_000, 500, step=50, key="mn_frontier_prompts"))
+    if st.button("Run the frontier (cached)", key="mn_frontier_run", disabled=not (f_ks and f_kgs)):
+        kgs = [None if v == "= K" else float(v) for v in f_kgs]
+        with progress_bar("frontier", "edits") as progress:
+            front = frontier(model, samples, sorted(f_ks), kgs, store, f_prompts, progress=progress)
+        best = frontier_best(front)
+        prov = Provenance.of("mathneuro-frontier", model, {**data, "ks": f_ks, "k_generals": f_kgs},
+                             params={"samples": samples.spec, "prompts": f_prompts})
+        export.chart(Export("mathneuro-frontier", prov, front, frontier_figure(front)), "mn_frontier_chart")
+        if best is not None:
+            st.caption(f"Largest math drop with non-math within 0.05: K={best['k']:g}, K-general="
+                       f"{best['k_general']:g}: math {best['math_drop']:+.3f}, non-math {best['nonmath_change']:+.3f}.")
+        export.table(front, "mn_frontier_table", "mathneuro-frontier", prov)
+elif claim == "scaling":
+    s_conditions = c1.multiselect("Conditions", list(CONDITIONS), ["out-of-range", "step-01000", "fewshot"],
+                                  key="mn_scaling_conditions")
+    s_prompts = int(c2.number_input("Prompts per condition", 100, 20_000, 2000, step=100, key="mn_scaling_prompts"))
+    s_k = float(c3.select_slider("K", options=list(DEFAULT_KS), value=0.01, key="mn_scaling_k"))
+    if st.button("Run the scaling study (cached)", key="mn_scaling_run", disabled=not s_conditions):
+        conds = parse_conditions(",".join(s_conditions), s_prompts)
+        with progress_bar("scaling", "edits") as progress:
+            scaled = scaling_study(model, conds, store, s_k, k_general, progress=progress)
+        prov = Provenance.of("mathneuro-scaling", model, {"conditions": s_conditions, "k": s_k,
+                                                          "k_general": k_general}, params={"prompts": s_prompts})
+        export.chart(Export("mathneuro-scaling", prov, scaled, scaling_figure(scaled)), "mn_scaling_chart")
+        export.table(best_scaling(scaled), "mn_scaling_best", "mathneuro-scaling-best", prov)
+else:
+    g_pairs = int(c1.number_input("Single-sample pairs", 1, 100, 20, key="mn_single_pairs"))
+    g_prompts = int(c2.number_input("Prompts per operator grid", 50, 10_000, 500, step=50, key="mn_single_prompts"))
+    if st.button("Run the single-sample study (cached)", key="mn_single_run"):
+        with progress_bar("single samples", "masks") as progress:
+            per_pair, robust = single_sample_study(model, store, g_pairs, k, k_general, count, g_prompts,
+                                                   progress=progress)
+        prov = Provenance.of("mathneuro-single", model, {"pairs": g_pairs, "k": k, "k_general": k_general},
+                             params={"prompts": g_prompts, "reference_samples": count})
+        export.table(robust, "mn_single_summary", "mathneuro-single-summary", prov)
+        export.table(per_pair, "mn_single_pairs", "mathneuro-single-pairs", prov)
 
 st.subheader("Overlap with the heuristic neurons")
 o1, o2 = st.columns(2)

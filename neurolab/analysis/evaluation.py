@@ -7,6 +7,7 @@ beside the weights); for any other model, over the whole valid operand grid up t
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from ..capture.interventions import Intervention
 from ..capture.trace import run
 from ..models.loading import LoadedModel
 from ..tasks.arithmetic import DEFAULT_TEMPLATE, OPERATORS, answer, valid_pairs
-from ..tasks.language import facts
+from ..tasks.language import Fact, facts
 from ..tasks.splits import heldout_pairs
 
 
@@ -58,9 +59,12 @@ def arithmetic_score(
     return Score(sum(p == t for p, t in zip(predicted, targets)), len(pairs))
 
 
-def nonmath_score(model: LoadedModel, intervention: Intervention | None = None) -> Score:
-    """Top-1 next token == the first token of `` answer`` in context, over every fact."""
-    items = [(f.prompt, model.continuation_token(f.prompt, " " + f.answer)) for f in facts()]
+def nonmath_score(model: LoadedModel, intervention: Intervention | None = None,
+                  chosen: Sequence[Fact] | None = None) -> Score:
+    """Top-1 next token == the first token of `` answer`` in context, over ``chosen`` facts (default: every fact),
+    in one batched run."""
+    items = [(f.prompt, model.continuation_token(f.prompt, " " + f.answer)) for f in (facts() if chosen is None
+                                                                                       else chosen)]
     items = [(p, t) for p, t in items if t is not None]
     if not items:
         return Score(0, 0)

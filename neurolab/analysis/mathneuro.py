@@ -9,10 +9,14 @@
   :func:`~neurolab.models.adapters.weight_as_out_in` knows which dimension is the input).
 - Top-K per weight matrix separately: the ``int(K * numel)`` largest scores (rounded down; ties broken by the
   lower flat index: a stable descending sort). One pass yields every K.
-- Math-specific = top-K(math) AND NOT top-K(non-math). Baselines: a seeded random set of the same count per matrix,
+- Math-specific = top-K(math) AND NOT top-K_general(non-math); ``k_general`` is K unless given (as published; a
+  separate, larger one protects more non-math weights). Baselines: a seeded random set of the same count per matrix,
   and Wanda = top-K(math) without the subtraction.
 - Edits are the core's :class:`~neurolab.capture.interventions.WeightEdit` steps (factor 0 prunes, 1.1 scales), one
   :class:`~neurolab.capture.interventions.Intervention` per mask set.
+- Non-math accuracy is measured on the language task's held-out facts only
+  (:func:`~neurolab.tasks.splits.language_split`): the built-in non-math samples come from the other half, so the
+  method is never judged on the facts it protected. :data:`NONMATH_SPLIT` keys every result that measured it.
 """
 
 from __future__ import annotations
@@ -31,11 +35,15 @@ from ..models.loading import LoadedModel
 from ..progress import Progress, report, staged, within
 from ..store.analyses import analysis_key
 from ..tasks.arithmetic import OPERATORS, valid_pairs
-from ..tasks.samples import SampleSet
+from ..tasks.language import Fact
+from ..tasks.samples import SPLIT_SEED, SampleSet
+from ..tasks.splits import LANGUAGE_SPLIT, language_split
 from .evaluation import arithmetic_score, nonmath_score
 
 DEFAULT_KS = (0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15)
 Masks = dict[str, torch.Tensor]
+#: Which facts non-math accuracy is measured on (the held-out half): in the spec of every result holding it.
+NONMATH_SPLIT = {"split": LANGUAGE_SPLIT, "split_seed": SPLIT_SEED, "facts": "heldout"}
 
 
 def scored_weights(model: LoadedModel) -> dict[str, torch.nn.Module]:
@@ -82,9 +90,10 @@ def top_k_masks(scores: Mapping[str, torch.Tensor], k: float) -> Masks:
 
 
 def math_specific(math_scores: Mapping[str, torch.Tensor], general_scores: Mapping[str, torch.Tensor],
-                  k: float) -> Masks:
-    """top-K(math) AND NOT top-K(non-math), per matrix."""
-    return {name: top_k_mask(s, k) & ~top_k_mask(general_scores[name], k) for name, s in math_scores.items()}
+                  k: float, k_general: float | None = None) -> Masks:
+    """top-K(math) AND NOT top-K_general(non-math), per matrix (``k_general`` None: K, as published)."""
+    kg = k if k_general is None else k_general
+    return {name: top_k_mask(s, k) & ~top_k_mask(general_scores[name], kg) for name, s in math_scores.items()}
 
 
 def random_masks(like: Mapping[str, torch.Tensor], seed: int = 0) -> Masks:
@@ -142,13 +151,23 @@ def scores_for(model: LoadedModel, samples: SampleSet, store=None, intervention:
         return importance(modules, math_norms), importance(modules, general_norms)
 
 
+def facts_accuracy(model: LoadedModel, chosen: Sequence[Fact], intervention: Intervention | None = None) -> float:
+    """Non-math accuracy over ``chosen`` facts (:func:`neurolab.analysis.evaluation.nonmath_score`)."""
+    return nonmath_score(model, intervention, chosen).accuracy
+
+
+def nonmath_accuracy(model: LoadedModel, intervention: Intervention | None = None) -> float:
+    """Accuracy on the held-out facts (:data:`NONMATH_SPLIT`), never used as non-math samples."""
+    return facts_accuracy(model, language_split(SPLIT_SEED)[1], intervention)
+
+
 def full_grid_accuracy(model: LoadedModel, intervention: Intervention | None = None, max_op: int = 100,
                        ops: Sequence[str] = OPERATORS) -> dict[str, float]:
-    """Accuracy per operator over its full valid grid (``max_op``), and over every non-math fact."""
+    """Accuracy per operator over its full valid grid (``max_op``), and over the held-out non-math facts."""
     out = {op: arithmetic_score(model, op, valid_pairs(op, max_op, model.max_single_token),
                                 intervention=intervention).accuracy for op in ops}
     out["math"] = sum(out[op] for op in ops) / len(ops)
-    out["nonmath"] = nonmath_score(model, intervention).accuracy
+    out["nonmath"] = nonmath_accuracy(model, intervention)
     return out
 
 
@@ -158,7 +177,8 @@ def mask_counts(masks: Mapping[str, torch.Tensor]) -> int:
 
 def evaluate_masks(model: LoadedModel, math_scores: dict, general_scores: dict, ks: Sequence[float],
                    factor: float = 0.0, base: Intervention | None = None, seed: int = 0, max_op: int = 100,
-                   baselines: bool = True, progress: Progress | None = None) -> pd.DataFrame:
+                   baselines: bool = True, progress: Progress | None = None,
+                   k_general: float | None = None) -> pd.DataFrame:
     """One row per (K, method) — ``clean``, ``mathneuro``, ``random`` (same count per matrix, seeded), ``wanda``
     (top-K math without subtraction) — with the count of edited weights and full-grid accuracies; ``progress``
     counts the K values."""
@@ -166,7 +186,7 @@ def evaluate_masks(model: LoadedModel, math_scores: dict, general_scores: dict, 
     rows = [{"k": 0.0, "method": "clean", "factor": factor, "weights": 0, **full_grid_accuracy(model, base, max_op)}]
     methods = ("mathneuro", "random", "wanda") if baselines else ("mathneuro",)
     for i, k in enumerate(ks):
-        specific = math_specific(math_scores, general_scores, k)
+        specific = math_specific(math_scores, general_scores, k, k_general)
         sets = {"mathneuro": specific}
         if baselines:
             sets["random"] = random_masks(specific, seed)
@@ -179,13 +199,14 @@ def evaluate_masks(model: LoadedModel, math_scores: dict, general_scores: dict, 
     return pd.DataFrame(rows)
 
 
-def summary(math_scores: dict, general_scores: dict, ks: Sequence[float]) -> pd.DataFrame:
+def summary(math_scores: dict, general_scores: dict, ks: Sequence[float],
+            k_general: float | None = None) -> pd.DataFrame:
     """Per K: scored weights, top-K counts of math and non-math, and math-specific count and fraction."""
     total = sum(s.numel() for s in math_scores.values())
     rows = []
     for k in ks:
         top_math = top_k_masks(math_scores, k)
-        specific = math_specific(math_scores, general_scores, k)
+        specific = math_specific(math_scores, general_scores, k, k_general)
         rows.append({"k": k, "scored": total, "top_k": mask_counts(top_math), "math_specific": mask_counts(specific),
                      "fraction": mask_counts(specific) / total})
     return pd.DataFrame(rows)
@@ -193,24 +214,28 @@ def summary(math_scores: dict, general_scores: dict, ks: Sequence[float]) -> pd.
 
 def run_mathneuro(model: LoadedModel, samples: SampleSet, ks: Sequence[float] = DEFAULT_KS, store=None,
                   factor: float | None = None, intervention: Intervention | None = None, seed: int = 0,
-                  max_op: int = 100, batch_size: int = 32,
-                  progress: Progress | None = None) -> tuple[dict, dict, pd.DataFrame, pd.DataFrame | None]:
+                  max_op: int = 100, batch_size: int = 32, progress: Progress | None = None,
+                  k_general: float | None = None) -> tuple[dict, dict, pd.DataFrame, pd.DataFrame | None]:
     """Scores, the per-K summary, and (with ``factor``) the evaluation table, cached in ``store`` when given;
-    ``progress`` counts the samples, then the K values (stage "evaluating K")."""
+    ``progress`` counts the samples, then the K values (stage "evaluating K"). ``k_general``: the non-math top-K
+    fraction (None: each K)."""
     intervention = intervention or CLEAN
     math_scores, general_scores = scores_for(model, samples, store, intervention, batch_size, progress)
-    spec = {"model": model.fingerprint, "data": samples.spec, "intervention": intervention.key, "ks": list(ks)}
+    spec = {"model": model.fingerprint, "data": samples.spec, "intervention": intervention.key, "ks": list(ks),
+            "k_general": k_general}
 
     def keep(kind: str, extra: dict, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
         """Tables go to the store's ``analyses`` (DuckDB keys, Parquet beside it) when there is a store."""
         return store.cached_frame(kind, {**spec, **extra}, compute) if store is not None else compute()
 
-    table = keep("mathneuro-summary", {}, lambda: summary(math_scores, general_scores, ks))
+    table = keep("mathneuro-summary", {}, lambda: summary(math_scores, general_scores, ks, k_general))
     evaluation = None
     if factor is not None:
-        evaluation = keep("mathneuro-eval", {"factor": factor, "seed": seed, "max_op": max_op},
+        settings = {"factor": factor, "seed": seed, "max_op": max_op, "nonmath": NONMATH_SPLIT}
+        evaluation = keep("mathneuro-eval", settings,
                           lambda: evaluate_masks(model, math_scores, general_scores, ks, factor, intervention, seed,
-                                                 max_op, progress=staged(progress, "evaluating K")))
+                                                 max_op, progress=staged(progress, "evaluating K"),
+                                                 k_general=k_general))
     return math_scores, general_scores, table, evaluation
 
 
@@ -234,7 +259,7 @@ def stored_accuracy(model: LoadedModel, store, intervention: Intervention | None
     """:func:`full_grid_accuracy`, computed once per (model, intervention, max_op) and kept in the store; with
     ``compute=False``, only what is stored (None if nothing is)."""
     intervention = intervention or CLEAN
-    spec = {"model": model.fingerprint, "intervention": intervention.key, "max_op": max_op}
+    spec = {"model": model.fingerprint, "intervention": intervention.key, "max_op": max_op, "nonmath": NONMATH_SPLIT}
     if compute:
         frame = store.cached_frame("full-grid-accuracy", spec, lambda: pd.DataFrame(
             [full_grid_accuracy(model, intervention, max_op)]))

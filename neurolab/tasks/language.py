@@ -3,7 +3,9 @@
 MathNeuro needs a general-language control to tell math-specific weights from weights that matter for any text
 (the paper uses RACE and MMLU). The embedded model cannot read real corpora, so it learns these small hand-written
 tables: four relations of recall, the same kind of ability those benchmarks probe. Like factual recall in a real
-LM, the facts are memorised, so its accuracy is measured over all of them (there is nothing to generalise to).
+LM, the facts are memorised, so the model card's accuracy is over all of them (there is nothing to generalise to).
+MathNeuro splits them in two (:func:`neurolab.tasks.splits.language_split`): facts it may use as non-math samples,
+and held-out facts its non-math accuracy is measured on, so it is never judged on the facts it protected.
 """
 
 from __future__ import annotations

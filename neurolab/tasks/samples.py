@@ -2,7 +2,9 @@
 
 Built in, for the embedded model: math texts exactly as the model was trained (``"{a}{op}{b}={r}"``, e.g.
 ``23+45=68``; operators in turn ``+ - * /``, operand pairs drawn with a seed from each operator's valid grid), and
-non-math texts from the language task (``prompt + " " + answer``, e.g. ``capital of france is paris``).
+non-math texts from the language task (``prompt + " " + answer``, e.g. ``capital of spain is madrid``), drawn
+from the sample half of its held-out split (:func:`~neurolab.tasks.splits.language_split`, seed
+:data:`SPLIT_SEED`), so MathNeuro's non-math accuracy is measured on facts it never protected.
 
 User files, for any model:
 
@@ -27,9 +29,12 @@ from ..errors import InputError
 from ..keys import DATA_DIGEST_SIZE, digest
 from .arithmetic import OPERATORS, answer, valid_pairs
 from .language import facts
+from .splits import LANGUAGE_SPLIT, language_split
 
 MATH_COLUMNS = "'question' and 'answer', or 'text'"
 GENERAL_COLUMNS = "'text'"
+#: The language split every built-in MathNeuro run uses (its samples half as non-math samples).
+SPLIT_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -53,10 +58,12 @@ def builtin_math(n: int, seed: int = 0, max_op: int = 100, max_single_token: int
     return texts
 
 
-def builtin_general(n: int, seed: int = 0) -> list[str]:
+def builtin_general(n: int, seed: int = 0, split_seed: int | None = None) -> list[str]:
     """``n`` language-task facts as ``prompt + " " + answer``: all of them (in order) when ``n`` covers them, else a
-    seeded sample (in the facts' order)."""
-    texts = [f"{f.prompt} {f.answer}" for f in facts()]
+    seeded sample (in the facts' order). With ``split_seed``, drawn from the sample half of
+    :func:`~neurolab.tasks.splits.language_split` only (what MathNeuro uses: the other half is never protected)."""
+    pool = facts() if split_seed is None else language_split(split_seed)[0]
+    texts = [f"{f.prompt} {f.answer}" for f in pool]
     if n >= len(texts):
         return texts
     chosen = sorted(random.Random(seed).sample(range(len(texts)), n))
@@ -126,8 +133,8 @@ def load_samples(math_file: str | Path | None = None, general_file: str | Path |
         general = _take(read_texts(general_file, "general"), n_gen, shuffle, seed)
         spec["general"] = {"file": Path(general_file).name, "digest": file_digest(general_file)}
     else:
-        general = builtin_general(n_gen, seed)
-        spec["general"] = "builtin"
+        general = builtin_general(n_gen, seed, split_seed=SPLIT_SEED)
+        spec["general"] = {"builtin": LANGUAGE_SPLIT, "split_seed": SPLIT_SEED}
     # json's default separators, not json_digest's canonical form: the digest specs stored so far carry
     spec["texts"] = digest(json.dumps([math, general]), size=DATA_DIGEST_SIZE)
     return SampleSet(tuple(math), tuple(general), spec)
