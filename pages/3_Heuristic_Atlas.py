@@ -1,9 +1,13 @@
 """Every classified neuron of the model: filter, sort, search, and open one on the Operand Grid."""
 
+import pandas as pd
 import streamlit as st
 
 from neurolab.analysis.atlas import search_hint
 from neurolab.analysis.classification import MAP_MODES, ClassifySettings, classify_operator
+from neurolab.analysis.significance import FDR
+from neurolab.anatomy.agreement import agreement_summary
+from neurolab.errors import NeurolabError
 from neurolab.export import kinds
 from neurolab.export.provenance import Provenance
 from neurolab.tasks.arithmetic import OP_NAMES, OPERATORS
@@ -17,6 +21,19 @@ model = model_sidebar()
 store = shared_store()
 active = active_intervention()  # classifications are made and shown under it (each is stored per intervention)
 condition = f" under {active.describe()}" if active is not None else ""
+#: the table's columns in reading order: the raw score beside its significance (p, q at the FDR, significant)
+SHOWN = ["op", "label", "heuristic", "score", "base_rate", "lift", "p_value", "q_value", "significant", "grp",
+         "direct", "side", "importance_rank", "layer", "neuron", "maps", "template", "max_op", "intervention", "params"]
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def classified(store_path: str, fingerprint: str, runs: tuple, condition_key: str | None, _model, _active
+               ) -> pd.DataFrame:
+    """The Atlas' rows with their p- and q-values (~0.3 s on a big store), computed once per store, model,
+    intervention and state of the store's classification runs (``runs``: their count and the latest's time, so a
+    new classification refreshes it)."""
+    return kinds.atlas_rows(shared_store(), _model, _active)
+
 
 with st.expander("Classify an operator", expanded=False):
     c1, c2, c3, c4, c5 = st.columns(5)
@@ -39,7 +56,8 @@ with st.expander("Classify an operator", expanded=False):
         st.caption("Per-layer evidence for the first heuristics layer (how much the MLP output promotes the answer):")
         export.table(result.evidence, "atlas_evidence", f"classification-evidence-{OP_NAMES[op]}", run)
 
-frame = kinds.atlas_rows(store, model, active)
+frame = classified(str(store.path), model.fingerprint, store.classification_state(),
+                   active.key if active else None, model, active)
 if frame.empty:
     st.info(f"Nothing classified for this model{condition} yet: open 'Classify an operator' above"
             + (", or run `python -m neurolab classify --op +` and reload." if active is None else "."))
@@ -63,13 +81,17 @@ chosen = {"ops": ops, "layers": layers, "groups": groups, "kind": kind, "query":
           "min_lift": min_lift}
 view = kinds.atlas_view(frame, chosen)
 
-st.caption(f"{len(view):,} matches over {view[['op', 'layer', 'neuron']].drop_duplicates().shape[0]:,} neurons.")
+neurons = view[["op", "layer", "neuron"]].drop_duplicates().shape[0]
+significant = view[view["significant"].astype(bool)]
+st.caption(f"{len(view):,} matches over {neurons:,} neurons; significant at FDR {FDR} (hypergeometric null, "
+           f"Benjamini-Hochberg over each classification run): {len(significant):,} matches over "
+           f"{significant[['op', 'layer', 'neuron']].drop_duplicates().shape[0]:,} neurons.")
 if view.empty and query.strip():
     st.info(search_hint(frame, query))
 counted = kinds.atlas_export(model, chosen, active, view)
 export.chart(counted, "atlas_counts")
 event = export.table(view, "atlas_table", "atlas-neurons", counted.provenance, on_select="rerun",
-                     selection_mode="single-row")
+                     selection_mode="single-row", column_order=[c for c in SHOWN if c in view])
 if not view.empty:
     neurons = view.drop_duplicates(["op", "layer", "neuron"])
     first = neurons.iloc[0]
@@ -97,3 +119,42 @@ if rows:
             state.TEMPLATE: next((n for n, t in TEMPLATES.items() if t.key == row["template"]), "plain"),
         })
         st.switch_page("pages/2_Operand_Grid.py")
+
+st.subheader("Method agreement beside the ranking")
+st.caption("The Atlas ranks a layer's neurons by attribution patching (the paper's importance). Exact activation "
+           "patching (a forward pass per neuron and prompt pair) on the same pairs says whether that ranking holds: "
+           "Spearman's rho over the layer and over both methods' top k, and the overlap of the two top-k sets.")
+if st.session_state.get(state.LAYER) not in range(model.n_layers):
+    st.session_state[state.LAYER] = model.n_layers - 1
+a1, a2, a3 = st.columns([1, 1, 2])
+agree_layer = a1.selectbox("Layer", list(range(model.n_layers)), key=state.LAYER)
+top_k = int(a2.number_input("Top k", 1, model.d_mlp, min(20, model.d_mlp), key="atlas_agree_k"))
+agreed = {"op": op, "max_op": int(max_op), "template": "plain", "layer": agree_layer, "count": top_k}
+asked = st.session_state.setdefault("atlas_agreement_asked", set())
+wanted = (op, int(max_op), agree_layer, active.key if active else None)
+if a3.button(f"Compare the methods on layer {agree_layer} of the {op} grid (max_op {int(max_op)}){condition}",
+             key="atlas_agreement"):
+    asked.add(wanted)
+if wanted in asked:
+    try:
+        with progress_bar("activation patching", "neurons") as progress:
+            scores = kinds.agreement_scores(model, store, agreed, active, progress)  # cached in the store
+    except NeurolabError as error:
+        st.error(str(error))
+        st.stop()
+    agreement = kinds.agreement_export(model, agreed, active, scores)
+    export.table(agreement_summary(scores, top_k).round(3), "atlas_agreement_summary", f"{agreement.stem}-summary",
+                 agreement.provenance)
+    left, right = st.columns(2)
+    with left:
+        export.chart(agreement, key="atlas_agreement_scatter")
+    ranked = scores.assign(label=[f"L{agree_layer}N{n}" for n in scores["neuron"]],
+                           attribution_rank=scores["attribution"].rank(ascending=False, method="min").astype(int),
+                           activation_rank=scores["activation"].rank(ascending=False, method="min").astype(int))
+    here = frame[(frame["op"] == op) & (frame["layer"] == agree_layer) & (frame["max_op"] == int(max_op))]
+    named = here.groupby("label")["heuristic"].agg(lambda h: ", ".join(dict.fromkeys(h)))
+    ranked = ranked.assign(heuristics=ranked["label"].map(named).fillna("")).sort_values("attribution_rank")
+    with right:
+        export.table(ranked.head(top_k)[["label", "attribution_rank", "activation_rank", "attribution", "activation",
+                                         "heuristics"]], "atlas_agreement_ranking", f"{agreement.stem}-ranking",
+                     agreement.provenance)

@@ -6,12 +6,13 @@ from neurolab.analysis.dynamics import DynamicsSettings, checkpoint_results, par
 from neurolab.analysis.neuron_maps import load_neuron_map
 from neurolab.analysis.robustness import compare, template_robustness, templates_with
 from neurolab.errors import NeurolabError
+from neurolab.export import kinds
+from neurolab.export.provenance import Provenance
 from neurolab.models.adapters import neuron_label, parse_neuron_label
 from neurolab.models.loading import load_model
-from neurolab.tasks.arithmetic import OPERATORS
-from neurolab.viz import dynamics as figures
-from neurolab.viz.figures import grid_heatmap
+from neurolab.tasks.arithmetic import OP_NAMES, OPERATORS
 from pages import model_sidebar, progress_bar, shared_store, state
+from pages.common import export
 
 st.set_page_config(page_title="neurolab · training dynamics", page_icon="🧮", layout="wide")
 st.title("Training dynamics")
@@ -37,6 +38,9 @@ with st.expander("Settings", expanded=False):
         st.error(str(error))
         st.stop()
 layer = model.n_layers - 1 if settings.layers is None else settings.layers[-1]
+#: the figure kinds' selection of this page (neurolab.export.kinds: dynamics, dynamics-map, robustness)
+chosen_settings = {"op": op, "max_op": settings.max_op, "classify_top": settings.classify_top,
+                   "share_top": settings.share_top, "ablate_n": settings.ablate_n}
 st.caption(f"Classified: every neuron of layer {layer} (shares over its top {settings.share_top} by importance; the "
            f"top {settings.ablate_n} with a heuristic are ablated). Shares are shown raw and significant at FDR "
            f"{settings.alpha} (hypergeometric null, Benjamini-Hochberg over the run's (neuron, heuristic) pairs).")
@@ -77,14 +81,22 @@ def neuron_over_training(dynamics, table) -> None:
     heuristics = dynamics.neuron(*chosen)
     here = heuristics[heuristics["checkpoint"] == label]
     m1, m2 = st.columns([2, 1])
+    values = {**chosen_settings, "series": series_text, "condition": f"checkpoint {label}",
+              "neuron": neuron_label(*chosen)}
+    shown = None
     try:
         nmap = load_neuron_map(store, int(row["sweep_id"]), *chosen)
-        m1.plotly_chart(grid_heatmap(nmap, settings.max_op, op), key="dyn_heatmap")
+        shown = kinds.dynamics_map_export(model, values, nmap)
+        with m1:
+            export.chart(shown, key="dyn_heatmap")
     except (NeurolabError, ValueError) as error:
         m1.info(f"{neuron_label(*chosen)} has no stored map at {label}: {error}")
     m2.markdown(f"**{neuron_label(*chosen)} at {label}**: {len(here)} heuristic(s), "
                 f"{int(here['significant'].sum())} significant")
-    m2.dataframe(here[["heuristic", "score", "base_rate", "q_value", "significant"]], hide_index=True)
+    with m2:
+        export.table(here[["heuristic", "score", "base_rate", "q_value", "significant"]], "dyn_neuron_table",
+                     f"{shown.stem}-heuristics" if shown else f"{neuron_label(*chosen)}-heuristics-{OP_NAMES[op]}",
+                     shown.provenance if shown else None)
     m2.caption("Over the series: " + ", ".join(
         f"{c}: {int((heuristics['checkpoint'] == c).sum())}" for c in table["checkpoint"]))
 
@@ -108,11 +120,14 @@ with over_training:
     if dynamics is not None:
         table = dynamics.table()
         left, right = st.columns(2)
-        left.plotly_chart(figures.accuracy_figure(table), key="dyn_accuracy")
-        right.plotly_chart(figures.share_figure(table), key="dyn_share")
-        left.plotly_chart(figures.ablation_figure(table), key="dyn_ablation")
-        right.plotly_chart(figures.intersection_figure(table), key="dyn_intersection")
-        st.dataframe(table.drop(columns=["fingerprint", "sweep_id"]), hide_index=True)
+        values = {**chosen_settings, "series": series_text}
+        shown = {}
+        for column, metric in ((left, "accuracy"), (right, "share"), (left, "ablation"), (right, "intersection")):
+            with column:
+                shown[metric] = kinds.dynamics_export(model, {**values, "metric": metric}, table)
+                export.chart(shown[metric], key=f"dyn_{metric}")
+        export.table(table.drop(columns=["fingerprint", "sweep_id"]), "dyn_table", f"dynamics-{OP_NAMES[op]}",
+                     shown["accuracy"].provenance)
         neuron_over_training(dynamics, table)
 with templates_tab:
     custom = st.text_input("Custom template", "Q: {op1} {op} {op2} =", key="dyn_custom")
@@ -132,15 +147,18 @@ with templates_tab:
     if result is None:
         st.info(f"{model.name}'s {op} neurons under {', '.join(chosen_templates)} are not computed yet.")
     else:
-        survival = result.summary.merge(result.survival(), on="template")
-        st.plotly_chart(figures.survival_figure(survival), key="dyn_survival")
-        st.dataframe(survival[["template", "format", f"accuracy_{op}", "share_any_raw", "share_any_significant",
-                               "survive_raw", "survive_significant"]], hide_index=True)
+        survived = kinds.robustness_export(model, {**chosen_settings, "custom": custom}, result)
+        survival = survived.data
+        export.chart(survived, key="dyn_survival")
+        export.table(survival[["template", "format", f"accuracy_{op}", "share_any_raw", "share_any_significant",
+                               "survive_raw", "survive_significant"]], "dyn_survival_table", survived.stem,
+                     survived.provenance)
         chosen = _neuron_input("dyn_card_neuron", default="L3N0")
         if chosen is not None:
             st.markdown(f"**{neuron_label(*chosen)}**")
-            st.dataframe(result.card(*chosen), hide_index=True)
-        st.dataframe(result.heuristics(), hide_index=True)
+            export.table(result.card(*chosen), "dyn_card", f"{neuron_label(*chosen)}-{survived.stem}",
+                         survived.provenance)
+        export.table(result.heuristics(), "dyn_heuristics", f"{survived.stem}-heuristics", survived.provenance)
 
 with compare_tab:
     st.caption("Two conditions side by side for one layer or one neuron: two checkpoints of the series, two "
@@ -185,12 +203,17 @@ with compare_tab:
         counts = table["holds"].value_counts()
         st.markdown(f"both: **{counts.get('both', 0)}**, A only: **{counts.get('A only', 0)}**, "
                     f"B only: **{counts.get('B only', 0)}** (neuron, heuristic) matches")
+        values = {**chosen_settings, "series": series_text, "custom": st.session_state.get("dyn_custom") or ""}
         if target[1] is not None:
             left, right = st.columns(2)
             for i, (column, name) in enumerate(((left, first), (right, second))):
                 try:
                     nmap = load_neuron_map(store, conditions[name][1], *target)
-                    column.plotly_chart(grid_heatmap(nmap, settings.max_op, op), key=f"dyn_cmp_{i}")
+                    with column:
+                        export.chart(kinds.dynamics_map_export(
+                            model, {**values, "condition": name, "neuron": neuron_label(*target)}, nmap),
+                            key=f"dyn_cmp_{i}")
                 except NeurolabError as error:
                     column.info(f"no stored map under {name}: {error}")
-        st.dataframe(table, hide_index=True)
+        compared = Provenance.of("dynamics-compare", model, {**values, "a": first, "b": second, "target": text})
+        export.table(table, "dyn_compare", f"compare-{text}-{OP_NAMES[op]}", compared)

@@ -4,19 +4,19 @@ other layers, and for a layer the shapes, result fraction vs direct effect, meth
 import numpy as np
 import streamlit as st
 
-from neurolab.analysis.sweep import NeuronSelection, find_sweep, grid_for, run_sweep
-from neurolab.anatomy.agreement import agreement_summary, method_scores
+from neurolab.analysis.sweep import find_sweep, grid_for
+from neurolab.anatomy.agreement import agreement_summary
 from neurolab.anatomy.helix import helix_fits, neuron_helix, patch_the_fit
-from neurolab.anatomy.layer import layer_anatomy
 from neurolab.anatomy.shape import Operands
 from neurolab.anatomy.spectrum import is_complete
 from neurolab.anatomy.wiring import stored_connections
 from neurolab.errors import NeurolabError
+from neurolab.export import kinds
 from neurolab.models.adapters import neuron_label, parse_neuron_label
 from neurolab.tasks.arithmetic import OPERATORS
 from neurolab.tasks.grid import TEMPLATES
-from neurolab.viz import anatomy as figures
 from pages import active_intervention, model_sidebar, progress_bar, shared_store, state
+from pages.common import export
 
 st.set_page_config(page_title="neurolab · anatomy", page_icon="🧬", layout="wide")
 st.title("Neuron anatomy")
@@ -36,6 +36,8 @@ layer = c4.selectbox("Layer", list(range(model.n_layers)), key=state.LAYER)
 active = active_intervention()
 condition = f" under {active.describe()}" if active is not None else ""
 grid = grid_for(model, op, max_op, template)
+#: the figure kinds' selection of this page (neurolab.export.kinds: anatomy-*)
+chosen = {"op": op, "max_op": max_op, "template": template_name, "layer": layer}
 
 try:
     if find_sweep(model, store, grid, active) is None and not st.button(
@@ -44,16 +46,13 @@ try:
         st.info(f"No sweep of the {op} grid is stored for this model yet.")
         st.stop()
     with progress_bar("anatomy", "prompts") as progress:  # every layer swept: the wiring reads the others
-        run_sweep(model, store, op, NeuronSelection(), max_op, template, active, progress=progress)
-        table = layer_anatomy(model, store, op, layer, "auto", max_op, template, active, progress=progress)
-    sweep_id = find_sweep(model, store, grid, active)
+        table, sweep_id = kinds.anatomy_layer(model, store, chosen, active, progress)
 except NeurolabError as error:
     st.error(str(error))
     st.stop()
 
 prompts = store.cached_prompts(sweep_id)
-operands = Operands.from_prompts(prompts)
-complete = is_complete(operands, max_op)
+complete = is_complete(Operands.from_prompts(prompts), max_op)
 st.caption(f"{len(table)} neurons of layer {layer} on the {op} grid ({len(prompts):,} prompts{condition}; "
            + ("complete grid" if complete else "incomplete grid: spectra from group means, no 2-D DFT") + ").")
 
@@ -64,9 +63,10 @@ if current not in labels:
     current = table.loc[table["direct_effect"].abs().idxmax(), "label"]
     st.session_state[state.NEURON] = current
 st.selectbox("Neuron", labels, key=state.NEURON, help="the layer's neurons; select a row of the table below too")
-row = table.set_index("label").loc[st.session_state[state.NEURON]]
+one = {"op": op, "max_op": max_op, "template": template_name, "neuron": st.session_state[state.NEURON]}
+anatomy = kinds.anatomy_in(store, table, sweep_id, one["neuron"], max_op)
+row, operands = anatomy.row, anatomy.operands
 _, neuron = parse_neuron_label(st.session_state[state.NEURON])
-k, kv = store.neuron_map(sweep_id, layer, neuron)
 
 shape_text = row["shape"] + (f" ({row['lookup_key']} digits)" if row["lookup_key"] else "") + (
     f" (mod {int(row['modulus'])})" if row["modulus"] else "")
@@ -76,15 +76,15 @@ left.markdown(f"**Shape**: {shape_text}  \ninteraction share {row['interaction']
               f"best r mod {int(row['best_mod'])} {row['best_mod_adj']:.2f} · active share {row['active_share']:.2f}"
               f" · direct effect {row['direct_effect']:+.3f}")
 right.markdown(f"**The paper's labels**: {row['heuristics'] or 'none (classify on the Heuristic Atlas page)'}")
-st.plotly_chart(figures.decomposition_figure(k, operands, max_op, row.name), key="anatomy_decomposition")
-st.plotly_chart(figures.spectrum_figure(k, operands, max_op, row, complete), key="anatomy_spectrum")
+export.chart(kinds.decomposition_export(model, one, active, anatomy), key="anatomy_decomposition")
+export.chart(kinds.spectrum_export(model, one, active, anatomy), key="anatomy_spectrum")
 
 if st.toggle("Helix fit of the pre-activation (one pass over the grid, then cached)", key="anatomy_fit_neuron"):
     with st.spinner("fitting ..."):
         frame = neuron_helix(model, store, grid, layer, neuron, active)
-    st.plotly_chart(figures.helix_figure(frame, max_op), key="anatomy_helix")
+    export.chart(kinds.helix_export(model, one, active, frame), key="anatomy_helix")
     if "gate" in set(frame["point"]):
-        st.plotly_chart(figures.sign_map_figure(frame, max_op), key="anatomy_signs")
+        export.chart(kinds.signs_export(model, one, active, frame), key="anatomy_signs")
 
 
 
@@ -97,7 +97,7 @@ def _open(to_layer: int, to_neuron: int) -> None:
 st.subheader("Strongest inputs and outputs (TWERA)")
 st.caption("Virtual weights through the residual stream only (attention between positions and the norm's division "
            "left out), weighted by co-activation over the grid: TWERA = V·E[a_i a_j]/E[a_j].")
-links = stored_connections(model, store, sweep_id, layer, neuron, count=4)
+links = stored_connections(model, store, sweep_id, layer, neuron, count=kinds.ANATOMY_LINKS)
 if links.empty:
     st.caption("No linked neuron is active on at least 10 prompts in the stored layers.")
 for direction, part in links.groupby("direction", sort=False):
@@ -105,18 +105,20 @@ for direction, part in links.groupby("direction", sort=False):
     columns = st.columns(max(len(part), 1))
     for column, link in zip(columns, part.itertuples()):
         values, _ = store.neuron_map(sweep_id, int(link.layer), int(link.neuron))
-        column.plotly_chart(figures.thumbnail(values, operands, max_op, f"{link.label} TWERA {link.twera:+.3f}"),
-                            key=f"anatomy_thumb_{link.label}")
+        with column:
+            export.chart(kinds.link_export(model, {**one, "link": link.label}, active, link, values, operands),
+                         key=f"anatomy_thumb_{link.label}")
         column.button(f"Open {link.label}", key=f"anatomy_open_{link.label}", on_click=_open,
                       args=(int(link.layer), int(link.neuron)))
 
 # -- the layer --
 st.subheader(f"Layer {layer}")
-st.plotly_chart(figures.shapes_figure(table), key="anatomy_shapes")
+shapes = kinds.shapes_export(model, chosen, active, table)
+export.chart(shapes, key="anatomy_shapes")
 shown = ["label", "shape", "heuristic", "interaction", "adj[r]", "adj[ones lookup]", "adj[tens lookup]", "best_mod",
          "best_mod_adj", "mod_auroc", "active_share", "direct_effect"]
-picked = st.dataframe(table[shown].round(3), key="anatomy_table", on_select="rerun", selection_mode="single-row",
-                      hide_index=True)
+picked = export.table(table[shown].round(3), "anatomy_table", f"{shapes.stem}-neurons", shapes.provenance,
+                      on_select="rerun", selection_mode="single-row")
 if picked.selection.rows and labels[picked.selection.rows[0]] != st.session_state[state.NEURON]:
     state.put(state.NEURON, labels[picked.selection.rows[0]])
     st.rerun()
@@ -129,17 +131,17 @@ with a:
         fits = helix_fits(model, store, grid, layer, table["neuron"].tolist(), active)
         with progress_bar("patch the fit", "steps") as progress:
             patched = patch_the_fit(model, store, grid, layer, int(count), active, progress)
-        pre = fits[fits["point"] == fits["point"].iloc[0]]
-        merged = table.merge(pre[["neuron", "result_fraction", "nrmse"]].rename(
-            columns={"result_fraction": "result_fraction_pre"}), on="neuron")
-        st.caption(f"NRMSE best {pre['nrmse'].min():.3f}, median {np.median(pre['nrmse']):.3f}")
-        st.plotly_chart(figures.fraction_vs_effect_figure(merged), key="anatomy_fraction")
-        st.plotly_chart(figures.patch_fit_figure(patched), key="anatomy_patch")
+        merged = kinds.fraction_table(table, fits)
+        st.caption(f"NRMSE best {merged['nrmse'].min():.3f}, median {np.median(merged['nrmse']):.3f}")
+        export.chart(kinds.fraction_export(model, chosen, active, merged), key="anatomy_fraction")
+        export.chart(kinds.patch_export(model, {**chosen, "count": int(count)}, active, patched), key="anatomy_patch")
 with b:
     if st.toggle("Method agreement (exact activation patching: a forward pass per neuron and prompt)",
                  key="anatomy_agreement"):
+        agreed = {**chosen, "count": int(count)}
         with progress_bar("activation patching", "neurons") as progress:
-            scores = method_scores(model, store, grid, [layer], 50, 0, active, progress)
-        summary = agreement_summary(scores, int(count))
-        st.dataframe(summary.round(3), hide_index=True, key="anatomy_agreement_table")
-        st.plotly_chart(figures.agreement_figure(scores, summary), key="anatomy_agreement_scatter")
+            scores = kinds.agreement_scores(model, store, agreed, active, progress)
+        agreement = kinds.agreement_export(model, agreed, active, scores)
+        export.table(agreement_summary(scores, int(count)).round(3), "anatomy_agreement_table",
+                     f"{agreement.stem}-summary", agreement.provenance)
+        export.chart(agreement, key="anatomy_agreement_scatter")

@@ -251,3 +251,124 @@ def test_rebuild_refuses_a_model_whose_weights_changed(embedded):
     data["model"]["fingerprint"] = "0" * 16
     with pytest.raises(InputError, match="other weights or precision"):
         kinds.rebuild(Provenance.from_json(json.dumps(data)), kinds_store())
+
+
+# --- pages 7 (training dynamics) and 8 (anatomy), and the Atlas' significance and method agreement --------------
+
+CHECKPOINTS = ROOT / "data" / "models" / "neurolab-arith" / "checkpoints"
+#: the Training Dynamics page's settings small enough for a test (a 12 x 12 grid, 16 neurons classified)
+DYNAMICS = {"max_op": 12, "classify_top": 16, "share_top": 8, "ablate_n": 4}
+
+
+def shown_data(at: AppTest, key: str) -> list:
+    return json.loads(next(c for c in at.get("plotly_chart") if c.key == key).proto.spec)["data"]
+
+
+def assert_rebuilds(at: AppTest, files: list[RecordingFiles], key: str, kind: str) -> Provenance:
+    """The chart's downloaded provenance names ``kind`` and rebuilds the figure the page shows."""
+    provenance = Provenance.from_json(download(at, files, f"{key}_provenance_json").decode())
+    assert provenance.kind == kind
+    assert figure_data(kinds.rebuild(provenance, kinds_store())) == shown_data(at, key), key
+    return provenance
+
+
+def assert_tables(at: AppTest, *keys: str) -> None:
+    downloads = {button.key for button in at.get("download_button")}
+    for key in keys:
+        assert {f"{key}_csv", f"{key}_parquet", f"{key}_provenance_json"} <= downloads, key
+
+
+def test_training_dynamics_charts_and_tables_export_and_rebuild(embedded, files):
+    at = page("7_Training_Dynamics.py")
+    for key, value in DYNAMICS.items():
+        at.number_input(key=f"dyn_{key}").set_value(value)
+    at.text_input(key="dyn_series").set_value(f"{CHECKPOINTS / 'step-00250'},{CHECKPOINTS / 'step-04000'}").run()
+    at.button(key="dyn_compute").click().run()
+    at.button(key="dyn_templates").click().run()
+    assert not at.exception and not at.error
+    neuron = at.text_input(key="dyn_neuron").value
+    at.selectbox(key="dyn_a").set_value("template plain")
+    at.selectbox(key="dyn_b").set_value("checkpoint step-04000")
+    at.text_input(key="dyn_compare_target").set_value(neuron).run()
+    assert not at.exception and not at.error
+    assert {c.key for c in at.get("plotly_chart")} == {"dyn_accuracy", "dyn_share", "dyn_ablation",
+                                                      "dyn_intersection", "dyn_heatmap", "dyn_survival", "dyn_cmp_0",
+                                                      "dyn_cmp_1"}
+    assert_controls(at)
+    assert_tables(at, "dyn_table", "dyn_neuron_table", "dyn_survival_table", "dyn_card", "dyn_heuristics",
+                  "dyn_compare")
+
+    table = pd.read_csv(io.BytesIO(download(at, files, "dyn_share_csv")))
+    assert list(table["checkpoint"]) == ["step-00250", "step-04000"]
+    assert {"share_any_raw", "share_any_significant", "intersection_significant"} <= set(table.columns)
+    share = assert_rebuilds(at, files, "dyn_share", "dynamics")
+    assert share.selection["metric"] == "share" and share.selection["classify_top"] == 16
+    heatmap = assert_rebuilds(at, files, "dyn_heatmap", "dynamics-map")
+    assert heatmap.selection["condition"] == "checkpoint step-04000" and heatmap.selection["neuron"] == neuron
+    assert assert_rebuilds(at, files, "dyn_cmp_0", "dynamics-map").selection["condition"] == "template plain"
+    assert assert_rebuilds(at, files, "dyn_cmp_1", "dynamics-map").selection["condition"] == \
+        "checkpoint step-04000"
+    survival = pd.read_csv(io.BytesIO(download(at, files, "dyn_survival_csv")))
+    assert survival["survive_raw"].iloc[0] == 1.0 and len(survival) == 4  # the reference keeps all of its matches
+    with pytest.raises(InputError, match="not computed"):
+        kinds.build("dynamics-map", embedded, kinds_store(), {**heatmap.selection, "max_op": 13})
+
+
+def test_anatomy_charts_and_tables_export_and_rebuild(embedded, files):
+    at = page("8_Anatomy.py", max_op=20)
+    if [b for b in at.button if b.key == "anatomy_run"]:  # the grid is not swept yet by another test of the module
+        at.button(key="anatomy_run").click().run()
+    at.toggle(key="anatomy_fit_neuron").set_value(True).run()
+    at.number_input(key="anatomy_top_n").set_value(5)
+    at.toggle(key="anatomy_fit_layer").set_value(True)
+    at.toggle(key="anatomy_agreement").set_value(True).run()
+    assert not at.exception and not at.error
+    keys = {c.key for c in at.get("plotly_chart")}
+    assert {"anatomy_decomposition", "anatomy_spectrum", "anatomy_helix", "anatomy_shapes", "anatomy_fraction",
+            "anatomy_patch", "anatomy_agreement_scatter"} <= keys
+    thumbs = sorted(k for k in keys if k.startswith("anatomy_thumb_"))
+    assert thumbs and len(keys) == 7 + len(thumbs)
+    assert_controls(at)
+    assert_tables(at, "anatomy_table", "anatomy_agreement_table")
+
+    neuron = at.session_state["neuron"]
+    decomposition = pd.read_csv(io.BytesIO(download(at, files, "anatomy_decomposition_csv")))
+    assert len(decomposition) == 400 and (decomposition["additive"] + decomposition["interaction"]
+                                          - decomposition["K"]).abs().max() < 1e-5
+    for key, kind in (("anatomy_decomposition", "anatomy-decomposition"), ("anatomy_spectrum", "anatomy-spectrum"),
+                      ("anatomy_helix", "anatomy-helix"), ("anatomy_shapes", "anatomy-shapes"),
+                      ("anatomy_patch", "anatomy-patch"), ("anatomy_agreement_scatter", "anatomy-agreement"),
+                      (thumbs[0], "anatomy-link")):
+        provenance = assert_rebuilds(at, files, key, kind)
+        assert provenance.selection["max_op"] == 20
+    assert provenance.selection["neuron"] == neuron and provenance.selection["link"] == thumbs[0].split("_")[-1]
+    rows = pd.read_csv(io.BytesIO(download(at, files, "anatomy_table_csv")))
+    assert len(rows) == embedded.d_mlp and "shape" in rows.columns
+    with pytest.raises(InputError, match="not gated"):
+        kinds.build("anatomy-signs", embedded, kinds_store(), {"neuron": neuron, "max_op": 20})
+
+
+def test_atlas_shows_significance_refreshes_and_compares_the_methods(embedded, files):
+    from neurolab.analysis.classification import ClassifySettings, classify_operator
+
+    classify_operator(embedded, kinds_store(), "+", 30, settings=ClassifySettings(top_n=30), layers=[3])
+    at = page("3_Heuristic_Atlas.py", max_op=30)
+    view = at.dataframe[-1].value
+    assert {"p_value", "q_value", "significant"} <= set(view.columns) and set(view["layer"]) == {3}
+    assert view["q_value"].between(0, 1).all() and view["p_value"].le(view["q_value"] + 1e-12).all()
+    assert any("significant at FDR" in c.value for c in at.caption)
+    counted = json.loads(next(c for c in at.get("plotly_chart") if c.key == "atlas_counts").proto.spec)["data"]
+    assert any(trace["name"].endswith(", significant") for trace in counted)
+
+    classify_operator(embedded, kinds_store(), "+", 30, settings=ClassifySettings(top_n=30), layers=[2])
+    at.run()  # a new classification run: the cached rows are read again
+    assert set(at.dataframe[-1].value["layer"]) == {2, 3}
+
+    at.button(key="atlas_agreement").click().run()
+    assert not at.exception and not at.error
+    summary = at.dataframe[-2].value
+    assert list(summary["layer"]) == [3] and -1 <= summary["rho_all"].iloc[0] <= 1
+    ranking = at.dataframe[-1].value
+    assert list(ranking["attribution_rank"]) == sorted(ranking["attribution_rank"]) and len(ranking) == 20
+    assert_controls(at)
+    assert_rebuilds(at, files, "atlas_agreement_scatter", "anatomy-agreement")

@@ -52,6 +52,9 @@ SUBSTITUTIONS = {
     r"^robustness --op \+": Substitution(r"\g<0> --max-op 30", "four templates' classification of the 100x100 grid"),
     r"^anatomy --op \+ --layers 3 --fit --wiring": Substitution(r"\g<0> --max-op 30",
                                                                  "a helix fit and patch-the-fit over the 100x100 grid"),
+    r"^mathneuro-study .*": Substitution(
+        r"\g<0> --prompts 50 --pairs 2 --factors 1.1 --top-k 0.03 --samples 20 --conditions step-01000",
+        "each study is minutes of full-grid evaluations: small sizes, the same code"),
     r"^mathneuro --math .*": Substitution(r"\g<0> --top-k 0.01 --max-op 20",
                                           "the default eight Ks, three edits each, over every 100x100 grid"),
 }
@@ -80,7 +83,8 @@ EXPECTED = {
     r"^knockout --kind prompt": r"accuracy of \d+ correct prompts",
     r"^failures": r"correct +\d+ ",
     r"^circuit": r"circuit of '\+', rule op1",
-    r"^mathneuro": r"MathNeuro on ",
+    r"^mathneuro ": r"MathNeuro on ",
+    r"^mathneuro-study (scaling|single|frontier)": r"scaling|single|frontier",
     r"^train": r"saved .*card: ",
     r"^figure (?!--all)": r"wrote \S+\.csv, \S+\.provenance\.json, \S+\.(svg|pdf|png|html)",
     r"^graph": r"wrote .*\.json",

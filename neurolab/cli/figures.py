@@ -24,10 +24,16 @@ SELECTION = {
     "query": "query", "min_score": "min_score", "min_lift": "min_lift", "neurons": "neurons", "mode": "mode",
     "seed": "seed", "name": "name", "origin": "origin", "top_n": "top", "rule": "rule", "pairs": "pairs",
     "eval_max_op": "eval_max_op", "count": "count", "samples": "samples", "single": "single", "ks": "ks",
-    "factor": "factor", "k": "k", "math": "math", "general": "general", "prompt": "prompt", "per_layer": "per_layer",
+    "factor": "factor", "k": "k", "k_general": "k_general", "math": "math", "general": "general", "prompt": "prompt",
+    "per_layer": "per_layer", "series": "series", "metric": "metric", "condition": "condition", "custom": "custom",
+    "layer": "layer", "link": "link", "classify_top": "classify_top", "share_top": "share_top", "ablate_n": "ablate_n",
 }
-#: kinds ``--all`` leaves out: they are not about one operator (MathNeuro scores weights on mixed samples)
-NOT_OF_AN_OPERATOR = ("mathneuro", "mathneuro-matrices")
+#: kinds ``--all`` leaves out: not about one operator (MathNeuro scores weights on mixed samples), a series of
+#: checkpoints or templates (minutes each: ``dynamics``/``robustness`` compute them), or a layer's or a link's
+#: anatomy (export those by name)
+NOT_OF_AN_OPERATOR = ("mathneuro", "mathneuro-matrices", "dynamics", "dynamics-map", "robustness",
+                      "anatomy-decomposition", "anatomy-spectrum", "anatomy-helix", "anatomy-signs", "anatomy-link",
+                      "anatomy-shapes", "anatomy-fraction", "anatomy-patch", "anatomy-agreement")
 
 
 def _given(args: argparse.Namespace) -> dict:
@@ -230,12 +236,24 @@ def _selection_options(p: argparse.ArgumentParser) -> None:
     mathneuro.add_argument("--single", action="store_true", default=None, help="one math and one non-math sample")
     mathneuro.add_argument("--ks", help="fractions per weight matrix, e.g. 0.01,0.05")
     mathneuro.add_argument("--k", type=float, help="mathneuro-matrices: the fraction (default 0.01)")
+    mathneuro.add_argument("--k-general", type=float, help="the non-math top-K's fraction (default: K, as published)")
     mathneuro.add_argument("--factor", type=float, help="0 prunes (default), e.g. 1.1 scales the selected weights")
     mathneuro.add_argument("--math", help="math samples file (.csv/.jsonl)")
     mathneuro.add_argument("--general", help="non-math samples file (.csv/.jsonl)")
     prompt = p.add_argument_group("prediction, prediction-neurons, bag")
     prompt.add_argument("--prompt", help="a prompt such as 23+45= (--all: one of the grid)")
     prompt.add_argument("--per-layer", type=int, help="prediction-neurons: neurons per layer (default 10)")
+    series = p.add_argument_group("dynamics, dynamics-map, robustness")
+    series.add_argument("--series", help="embedded, MODEL@rev1,rev2 or DIR1,DIR2")
+    series.add_argument("--metric", choices=["accuracy", "share", "ablation", "intersection"], help="dynamics' chart")
+    series.add_argument("--condition", help="dynamics-map: 'checkpoint step 250', 'template spaced' or 'model DIR'")
+    series.add_argument("--custom", help="robustness: a fourth template, e.g. 'Q: {op1} {op} {op2} ='")
+    series.add_argument("--classify-top", type=int, help="neurons per layer classified at each checkpoint")
+    series.add_argument("--share-top", type=int, help="shares are over this many top neurons per layer")
+    series.add_argument("--ablate-n", type=int, help="top heuristic neurons ablated against the control")
+    anatomy = p.add_argument_group("anatomy-* kinds")
+    anatomy.add_argument("--layer", type=int, help="anatomy-shapes, -fraction, -patch, -agreement: the layer")
+    anatomy.add_argument("--link", help="anatomy-link: the wiring thumbnail's other neuron, e.g. L2N309")
 
 
 def add_parsers(sub, parents: dict[str, argparse.ArgumentParser]) -> None:
@@ -246,8 +264,11 @@ def add_parsers(sub, parents: dict[str, argparse.ArgumentParser]) -> None:
         help="write a dashboard figure (PNG, SVG, PDF or HTML) with its data (CSV) and provenance JSON",
         description="Kinds: heatmap, overlay, folded, result, lens (one neuron over the grid), atlas, ablation, "
                     "ablation-accuracy, knockout, prompt-knockout, patching, failures, mathneuro, "
-                    "mathneuro-matrices, prediction, prediction-neurons, bag. FILE.csv and FILE.provenance.json "
-                    "are written beside FILE; `--from FILE.provenance.json` makes the figure again.")
+                    "mathneuro-matrices, prediction, prediction-neurons, bag, dynamics, dynamics-map, robustness, "
+                    "anatomy-decomposition, anatomy-spectrum, anatomy-helix, anatomy-signs, anatomy-link, "
+                    "anatomy-shapes, anatomy-fraction, anatomy-patch, anatomy-agreement. FILE.csv and "
+                    "FILE.provenance.json are written beside FILE; `--from FILE.provenance.json` makes the figure "
+                    "again.")
     p.add_argument("kind", nargs="?", help="the figure kind (see above)")
     p.add_argument("--format", choices=FORMATS, help="default: --out's suffix (--all: svg)")
     p.add_argument("--out", help="the figure's file (with --all: a folder)")

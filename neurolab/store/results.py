@@ -80,6 +80,13 @@ class ResultTables:
                 "threshold FROM heuristic_scores WHERE sweep_id=? AND layer=? AND neuron=? AND rules=? AND matched "
                 "ORDER BY score DESC", [sweep_id, layer, neuron, rules]).df()
 
+    def classification_state(self) -> tuple[int, str]:
+        """How many classification runs the store holds and when the latest was made: what a cached Atlas view is
+        keyed by, so that a new classification refreshes it."""
+        with self.cursor() as con:
+            runs, latest = con.execute("SELECT count(*), max(created) FROM classification_runs").fetchone()
+        return int(runs), str(latest)
+
     def atlas_rows(self, fingerprint: str, rules: int, matched_only: bool = True) -> pd.DataFrame:
         """Every stored classification of a model with these rules, one row per (operator, neuron, heuristic)."""
         with self.cursor() as con:
