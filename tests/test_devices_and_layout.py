@@ -102,15 +102,22 @@ ALLOWED = {
 
 
 def _rooms_imported(path: Path) -> set[str]:
+    """The rooms (``neurolab.<room>``, or a bottom module or name) a file imports, relative imports resolved against
+    the file's own package at any depth (``from ...analysis import x`` in ``neurolab/export/kinds/``)."""
+    package = list(path.relative_to(ROOT).with_suffix("").parts[:-1])  # ["neurolab", "export", ...]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level >= 1:
-            parts = (node.module or "").split(".")
-            if node.level == 2 and parts[0]:
-                found.add(parts[0])
-            elif node.level == 2:
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level >= 1:
+            base = package[:len(package) - node.level + 1]
+            parts = [*base, *(node.module or "").split(".")] if node.module else base
+            parts = [part for part in parts if part]
+            if len(parts) >= 2:
+                found.add(parts[1])
+            else:  # ``from .. import x`` at the package's top: x is the module or name
                 found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("neurolab."):
+        elif (node.module or "").startswith("neurolab."):
             found.add(node.module.split(".")[1])
     return found
 
