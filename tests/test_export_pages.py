@@ -239,7 +239,7 @@ def test_selections_are_checked_with_clear_messages(embedded):
         kinds.build("heatmap", embedded, store, {"neuron": "L3N1", "colour": "red"})
     with pytest.raises(InputError, match="op='%'"):
         kinds.build("heatmap", embedded, store, {"neuron": "L3N1", "op": "%"})
-    with pytest.raises(InputError, match="outside layers"):
+    with pytest.raises(InputError, match="layer 99 does not exist"):
         kinds.build("heatmap", embedded, store, {"neuron": "L99N1", "max_op": 10})
     assert kinds.selection("folded", {"neuron": "l3n12", "mod": "7", "max_op": None}) == {
         "op": "+", "max_op": 100, "template": "plain", "neuron": "L3N12", "map": "K", "mod": 7}

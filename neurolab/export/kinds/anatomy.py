@@ -25,7 +25,7 @@ from ...store import Store
 from ...tasks.arithmetic import OP_NAMES
 from ...viz import anatomy as anatomy_figures
 from ..bundle import Export
-from .base import GRID, REQUIRED, Kind, _export, _grid, selection
+from .base import GRID, REQUIRED, Kind, _export, _grid, checked_neuron, selection
 
 ANATOMY_LAYER = {**GRID, "layer": REQUIRED}
 ANATOMY_NEURON = {**GRID, "neuron": REQUIRED}
@@ -129,10 +129,7 @@ def _helix_kind(export: Callable[..., Export]) -> Callable[..., Export]:
     def build(model: LoadedModel, store: Store, chosen: dict, intervention: Intervention | None,
               progress: Progress | None) -> Export:
         """One pass over the grid for the neuron's pre-activation, then cached."""
-        layer, neuron = parse_neuron_label(chosen["neuron"])
-        if not 0 <= layer < model.n_layers or not 0 <= neuron < model.d_mlp:
-            raise InputError(f"{chosen['neuron']} is outside layers 0..{model.n_layers - 1} x neurons "
-                             f"0..{model.d_mlp - 1}")
+        layer, neuron = checked_neuron(model, chosen["neuron"])
         frame = neuron_helix(model, store, _grid(model, chosen), layer, neuron, intervention)
         return export(model, chosen, intervention, frame)
     return build

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from ...analysis.circuit import RULES
 from ...analysis.neuron_maps import MAP_KINDS
 from ...analysis.sweep import grid_for
-from ...capture.interventions import Intervention
+from ...capture.interventions import Intervention, check_neurons
 from ...errors import InputError
 from ...models.adapters import neuron_label, parse_neuron_label
 from ...models.loading import LoadedModel
@@ -157,3 +157,10 @@ def _kind(name: str) -> Kind:
     if name not in KINDS:
         raise InputError(f"unknown figure kind {name!r}; known: {', '.join(KINDS)}")
     return KINDS[name]
+
+
+def checked_neuron(model: LoadedModel, label: str) -> tuple[int, int]:
+    """``L3N12`` as (layer, neuron), with a clear error for a neuron the model does not have."""
+    layer, neuron = parse_neuron_label(label)
+    check_neurons(model, [(layer, neuron)])
+    return layer, neuron

@@ -12,7 +12,6 @@ from ...analysis.sweep import find_sweep, run_sweep
 from ...analysis.value_lens import matching_set, number_line, result_predicate
 from ...capture.interventions import Intervention
 from ...errors import InputError
-from ...models.adapters import parse_neuron_label
 from ...models.loading import LoadedModel
 from ...progress import Progress
 from ...store import Store
@@ -25,7 +24,7 @@ from ...viz.figures import (
     result_figure,
 )
 from ..bundle import Export
-from .base import GRID, REQUIRED, Kind, _export, _grid, _slug, selection
+from .base import GRID, REQUIRED, Kind, _export, _grid, _slug, checked_neuron, selection
 
 NEURON = {**GRID, "neuron": REQUIRED, "map": "K"}
 
@@ -36,10 +35,7 @@ def neuron_map_for(model: LoadedModel, store: Store, values: dict, intervention:
     neuron alone (one grid pass, then cached); with no sweep stored for the grid, the sweep is run first."""
     chosen = selection("heatmap", {key: values.get(key) for key in NEURON})
     grid = _grid(model, chosen)
-    layer, neuron = parse_neuron_label(chosen["neuron"])
-    if not 0 <= layer < model.n_layers or not 0 <= neuron < model.d_mlp:
-        raise InputError(f"{chosen['neuron']} is outside layers 0..{model.n_layers - 1} x neurons "
-                         f"0..{model.d_mlp - 1}")
+    layer, neuron = checked_neuron(model, chosen["neuron"])
     sweep_id = find_sweep(model, store, grid, intervention)
     stored = {} if sweep_id is None else store.stored_neurons(sweep_id)
     if not any(stored.values()):
@@ -101,10 +97,7 @@ def _neuron_kind(export: Callable[..., Export]) -> Callable[..., Export]:
 def _lens(model: LoadedModel, store: Store, chosen: dict, intervention: Intervention | None,
           progress: Progress | None) -> Export:
     """The value vector's direct logits on the grid's results: weights only, so no intervention applies."""
-    layer, neuron = parse_neuron_label(chosen["neuron"])
-    if not 0 <= layer < model.n_layers or not 0 <= neuron < model.d_mlp:
-        raise InputError(f"{chosen['neuron']} is outside layers 0..{model.n_layers - 1} x neurons "
-                         f"0..{model.d_mlp - 1}")
+    layer, neuron = checked_neuron(model, chosen["neuron"])
     line = number_line(model, layer, neuron)
     results = np.asarray(_grid(model, chosen).answers)
     heuristic = chosen["heuristic"]
