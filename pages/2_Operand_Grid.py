@@ -2,10 +2,11 @@
 
 import streamlit as st
 
-from neurolab.analysis.neuron_maps import MAP_KINDS, neuron_matches
+from neurolab.analysis.neuron_maps import MAP_KINDS, NeuronMap, neuron_matches
 from neurolab.analysis.sweep import NeuronSelection, find_sweep, grid_for, plan_sweep, run_sweep
 from neurolab.errors import NeurolabError
 from neurolab.export import kinds
+from neurolab.export.bundle import Export
 from neurolab.export.provenance import Provenance
 from neurolab.models.adapters import neuron_label, parse_neuron_label
 from neurolab.tasks.arithmetic import OP_NAMES, OPERATORS
@@ -74,26 +75,7 @@ prompts = store.cached_prompts(sweep_id)
 st.caption(f"Model accuracy on this grid{condition}: {prompts['correct'].mean():.1%} of {len(prompts):,} prompts "
            f"(store: {store.path}).")
 
-left, right = st.columns([1, 2])
-layers = sorted(stored)
-if st.session_state.get(state.LAYER) not in range(model.n_layers):
-    st.session_state[state.LAYER] = layers[-1]
-if st.session_state[state.LAYER] not in layers:  # a typed or linked neuron of a layer no sweep stored
-    layers = sorted({*layers, st.session_state[state.LAYER]})
-layer = left.selectbox("Layer", layers, key=state.LAYER, on_change=state.put, args=(state.NEURON, None),
-                       help="layers with stored neurons; type any neuron")
-top = most_active_neurons(str(store.path), sweep_id, layer, stored.get(layer, 0)) if layer in stored else None
-labels = [] if top is None else list(top["label"])
-current = st.session_state.get(state.NEURON)
-if current is None or parse_neuron_label(current)[0] != layer:  # the layer changed: its most active neuron
-    current = labels[0] if labels else neuron_label(layer, 0)
-    st.session_state[state.NEURON] = current
-choices = labels if current in labels else [current, *labels]
-left.selectbox("Most active neurons of the layer", choices, key=state.NEURON,
-               help="the layer's stored neurons by the spread of their activation over the grid")
-if top is not None and current in labels:
-    row = top[top["label"] == current].iloc[0]
-    left.caption(f"{current}: std {row['std_k']:.3f}, max {row['max_k']:.3f} over the grid")
+VIEWS = ("Map", "Folded mod n", "By result", "Value lens")  # one drawn at a time: a neuron change redraws one chart
 
 
 def _typed() -> None:
@@ -108,80 +90,116 @@ def _typed() -> None:
     st.session_state["grid_typed"] = ""
 
 
-typed = right.text_input("…or type a neuron", placeholder="L3N12", key="grid_typed", on_change=_typed)
-try:
-    if typed.strip():  # left in the box only when it did not parse
-        parse_neuron_label(typed)
-    target_layer, neuron = parse_neuron_label(st.session_state[state.NEURON])
-    if not 0 <= target_layer < model.n_layers or not 0 <= neuron < model.d_mlp:
-        raise ValueError(f"{neuron_label(target_layer, neuron)} is outside layers 0..{model.n_layers - 1} x neurons "
-                         f"0..{model.d_mlp - 1}")
-except ValueError as error:
-    st.error(str(error))
-    st.stop()
+@st.fragment
+def neuron_view() -> None:
+    """Everything that depends on the layer and the neuron: picking another reruns only this part, and draws only
+    the open view (the others are computed when opened, and all of them for the report, on click)."""
+    left, right = st.columns([1, 2])
+    layers = sorted(stored)
+    if st.session_state.get(state.LAYER) not in range(model.n_layers):
+        st.session_state[state.LAYER] = layers[-1]
+    if st.session_state[state.LAYER] not in layers:  # a typed or linked neuron of a layer no sweep stored
+        layers = sorted({*layers, st.session_state[state.LAYER]})
+    layer = left.selectbox("Layer", layers, key=state.LAYER, on_change=state.put, args=(state.NEURON, None),
+                           help="layers with stored neurons; type any neuron")
+    top = most_active_neurons(str(store.path), sweep_id, layer, stored.get(layer, 0)) if layer in stored else None
+    labels = [] if top is None else list(top["label"])
+    current = st.session_state.get(state.NEURON)
+    if current is None or parse_neuron_label(current)[0] != layer:  # the layer changed: its most active neuron
+        current = labels[0] if labels else neuron_label(layer, 0)
+        st.session_state[state.NEURON] = current
+    choices = labels if current in labels else [current, *labels]
+    left.selectbox("Most active neurons of the layer", choices, key=state.NEURON,
+                   help="the layer's stored neurons by the spread of their activation over the grid")
+    if top is not None and current in labels:
+        row = top[top["label"] == current].iloc[0]
+        left.caption(f"{current}: std {row['std_k']:.3f}, max {row['max_k']:.3f} over the grid")
+    typed = right.text_input("…or type a neuron", placeholder="L3N12", key="grid_typed", on_change=_typed)
+    state.publish()  # this part reruns alone: the URL follows the neuron here
+    try:
+        if typed.strip():  # left in the box only when it did not parse
+            parse_neuron_label(typed)
+        target_layer, neuron = parse_neuron_label(st.session_state[state.NEURON])
+        if not 0 <= target_layer < model.n_layers or not 0 <= neuron < model.d_mlp:
+            raise ValueError(f"{neuron_label(target_layer, neuron)} is outside layers 0..{model.n_layers - 1} x "
+                             f"neurons 0..{model.d_mlp - 1}")
+    except ValueError as error:
+        st.error(str(error))
+        return
 
-label = neuron_label(target_layer, neuron)
-chosen = {"op": op, "max_op": int(max_op), "template": template_name if template_name != "custom" else template.format,
-          "neuron": label, "map": kind}
-with st.spinner(f"Reading {label}'s map (a neuron no sweep stored is computed over the grid once) ..."):
-    nmap = kinds.neuron_map_for(model, store, chosen, active)
-matches = neuron_matches(store, sweep_id, target_layer, neuron)
-overlay = None
-if matches.empty:
-    st.caption(f"{nmap.label} has no stored heuristic match for {op} (classify it on the Heuristic Atlas page).")
-else:
-    st.subheader(f"{nmap.label}'s heuristics")
-    export.table(matches, "grid_matches", f"{label}-heuristics-{OP_NAMES[op]}",
-                 Provenance.of("heuristic-matches", model, chosen, active))
-    overlay = st.selectbox("Draw the matching set of", [None, *matches["heuristic"]], key="grid_overlay")
-heatmap = kinds.heatmap_export(model, chosen, active, nmap)
-exports = [heatmap]
-if overlay is not None:
-    mask = kinds.overlay_export(model, {**chosen, "heuristic": overlay}, active, nmap)
-    exports.append(mask)
-    left_fig, right_fig = st.columns(2)
-    with left_fig:
-        export.chart(heatmap, "grid_heatmap")
-    with right_fig:
-        export.chart(mask, "grid_mask")
-else:
-    export.chart(heatmap, "grid_heatmap")
-lens = kinds.build("lens", model, store, {**{k: chosen[k] for k in ("op", "max_op", "template", "neuron")},
-                                          "heuristic": overlay})
-export.chart(lens, "grid_number_line")
-exports.append(lens)
+    label = neuron_label(target_layer, neuron)
+    chosen = {"op": op, "max_op": int(max_op),
+              "template": template_name if template_name != "custom" else template.format, "neuron": label,
+              "map": kind}
+    with st.spinner(f"Reading {label}'s map (a neuron no sweep stored is computed over the grid once) ..."):
+        nmap = kinds.neuron_map_for(model, store, chosen, active)
+    matches = neuron_matches(store, sweep_id, target_layer, neuron)
+    overlay = None
+    if matches.empty:
+        st.caption(f"{nmap.label} has no stored heuristic match for {op} (classify it on the Heuristic Atlas page).")
+    else:
+        st.subheader(f"{nmap.label}'s heuristics")
+        export.table(matches, "grid_matches", f"{label}-heuristics-{OP_NAMES[op]}",
+                     Provenance.of("heuristic-matches", model, chosen, active))
+        overlay = st.selectbox("Draw the matching set of", [None, *matches["heuristic"]], key="grid_overlay")
+    lens_choice = {**{k: chosen[k] for k in ("op", "max_op", "template", "neuron")}, "heuristic": overlay}
+
+    st.session_state.setdefault("grid_view", VIEWS[0])
+    tabs = dict(zip(VIEWS, st.tabs(VIEWS, key="grid_view", on_change="rerun"), strict=True))
+    with tabs["Map"]:
+        if tabs["Map"].open:
+            heatmap = kinds.heatmap_export(model, chosen, active, nmap)
+            if overlay is None:
+                export.chart(heatmap, "grid_heatmap")
+            else:
+                left_fig, right_fig = st.columns(2)
+                with left_fig:
+                    export.chart(heatmap, "grid_heatmap")
+                with right_fig:
+                    export.chart(kinds.overlay_export(model, {**chosen, "heuristic": overlay}, active, nmap),
+                                 "grid_mask")
+    with tabs["Folded mod n"]:
+        if tabs["Folded mod n"].open:
+            folded(chosen, nmap)
+    with tabs["By result"]:
+        if tabs["By result"].open:
+            export.chart(kinds.result_export(model, chosen, active, nmap), "grid_result")
+    with tabs["Value lens"]:
+        if tabs["Value lens"].open:
+            export.chart(kinds.build("lens", model, store, lens_choice), "grid_number_line")
+    st.button(f"Pick {nmap.label} for the Ablation Lab", key="grid_pick_ablation", on_click=pick_neuron,
+              args=(nmap.label,))
+
+    def every_view() -> list[Export]:
+        """The report's figures, built on click: every view of the neuron, whichever is open."""
+        views = [kinds.heatmap_export(model, chosen, active, nmap)]
+        if overlay is not None:
+            views.append(kinds.overlay_export(model, {**chosen, "heuristic": overlay}, active, nmap))
+        fold = {**chosen, "mod": st.session_state.get("grid_mod", 10)}
+        return [*views, kinds.build("lens", model, store, lens_choice),
+                kinds.result_export(model, chosen, active, nmap), kinds.folded_export(model, fold, active, nmap)]
+
+    def summary() -> list[str]:
+        """The report's key numbers: the grid's accuracy, the neuron's spread and its best heuristic."""
+        lines = [f"Model accuracy on the {op} grid (max_op {int(max_op)}){condition}: {prompts['correct'].mean():.1%} "
+                 f"of {len(prompts):,} prompts.",
+                 f"{label} {kind}: mean {nmap.values.mean():.4f}, std {nmap.values.std():.4f}, "
+                 f"max {nmap.values.max():.4f}, min {nmap.values.min():.4f} over the grid."]
+        if not matches.empty:
+            best = matches.iloc[0]
+            lines.append(f"Top heuristic: {best['heuristic']} (score {best['score']:.3f}); {len(matches)} matches in "
+                         "all.")
+        return lines
+
+    export.report(every_view, f"{label}-{kind}-{OP_NAMES[op]}-report", summary, "grid_report",
+                  f"Report on {label} (zip)")
 
 
 @st.fragment
-def folded() -> None:
+def folded(chosen: dict, nmap: NeuronMap) -> None:
     """Moving n redraws only the folded map."""
     n = st.slider("Fold modulo n", 2, 20, 10, key="grid_mod")
     export.chart(kinds.folded_export(model, {**chosen, "mod": n}, active, nmap), "grid_folded")
 
 
-a, b = st.columns(2)
-with a:
-    folded()
-result = kinds.result_export(model, chosen, active, nmap)
-with b:
-    export.chart(result, "grid_result")
-exports.append(result)
-st.button(f"Pick {nmap.label} for the Ablation Lab", key="grid_pick_ablation", on_click=pick_neuron,
-          args=(nmap.label,))
-
-
-def summary() -> list[str]:
-    """The report's key numbers: the grid's accuracy, the neuron's spread and its best heuristic."""
-    lines = [f"Model accuracy on the {op} grid (max_op {int(max_op)}){condition}: {prompts['correct'].mean():.1%} "
-             f"of {len(prompts):,} prompts.",
-             f"{label} {kind}: mean {nmap.values.mean():.4f}, std {nmap.values.std():.4f}, "
-             f"max {nmap.values.max():.4f}, min {nmap.values.min():.4f} over the grid."]
-    if not matches.empty:
-        best = matches.iloc[0]
-        lines.append(f"Top heuristic: {best['heuristic']} (score {best['score']:.3f}); {len(matches)} matches in all.")
-    return lines
-
-
-export.report([*exports, kinds.folded_export(model, {**chosen, "mod": st.session_state.get("grid_mod", 10)}, active,
-                                             nmap)],
-              f"{label}-{kind}-{OP_NAMES[op]}-report", summary, "grid_report", f"Report on {label} (zip)")
+neuron_view()

@@ -76,9 +76,12 @@ def test_operand_grid_charts_export_their_files(embedded, files):
     at = page("2_Operand_Grid.py", max_op=20)
     at.button(key="run_sweep").click().run()
     assert not at.exception and not at.error
-    assert {c.key for c in at.get("plotly_chart")} == {"grid_heatmap", "grid_number_line", "grid_folded",
-                                                      "grid_result"}
+    assert [c.key for c in at.get("plotly_chart")] == ["grid_heatmap"]  # the open view; each has its control
     assert_controls(at)
+    for view in ("Folded mod n", "By result", "Value lens", "Map"):
+        at.session_state["grid_view"] = view
+        at.run()
+        assert_controls(at)
     assert not [b for b in at.get("download_button") if b.key == "grid_download"]  # the old CSV button is gone
     label = at.session_state["neuron"]
 
@@ -91,8 +94,12 @@ def test_operand_grid_charts_export_their_files(embedded, files):
     provenance = Provenance.from_json(download(at, files, "grid_heatmap_provenance_json").decode())
     assert provenance.kind == "heatmap" and provenance.selection["neuron"] == label
     assert provenance.selection["max_op"] == 20 and provenance.model["fingerprint"]
+    at.session_state["grid_view"] = "Folded mod n"
+    at.run()
     html = download(at, files, "grid_folded_html")
     assert b"<html>" in html[:100] and b"folded mod 10" in html
+    at.session_state["grid_view"] = "Map"
+    at.run()
 
     # the page's figure and the one rebuilt from the downloaded provenance have the same data
     rebuilt = kinds.rebuild(provenance, kinds_store())

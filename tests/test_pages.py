@@ -38,15 +38,23 @@ def test_grid_page_offers_the_sweep_then_shows_the_neuron(embedded):
     at.button(key="run_sweep").click().run()
     assert not at.exception and "Stored 1,600 prompts" in at.success[0].value
     charts = at.get("plotly_chart")
-    assert len(charts) == 4  # heatmap, folded, against result, value vector on the number line
+    assert [c.key for c in charts] == ["grid_heatmap"]  # one view drawn at a time: the map first
     heatmap = json.loads(charts[0].proto.spec)["data"][0]
     assert heatmap["zmid"] == 0 and heatmap["z"]["shape"] == "40, 40"
     at.text_input(key="grid_typed").set_value("L3N5").run()
     assert not at.error
     assert "L3N5" in json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["title"]["text"]
+    at.session_state["grid_view"] = "Folded mod n"  # what clicking the tab sets
+    at.run()
+    assert [c.key for c in at.get("plotly_chart")] == ["grid_folded"]
     at.slider(key="grid_mod").set_value(7).run()
     assert chart(at, "folded mod 7")["data"][0]["z"]["shape"] == "7, 7"
+    for view, title in (("By result", "against the result"), ("Value lens", "value vector on the number line")):
+        at.session_state["grid_view"] = view
+        at.run()
+        assert len(at.get("plotly_chart")) == 1 and "L3N5" in chart(at, title)["layout"]["title"]["text"]
     assert chart(at, "value vector on the number line")["data"][0]["x"]
+    at.session_state["grid_view"] = "Map"
     at.radio(key="grid_kind").set_value("KV").run()
     assert "KV map" in json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["title"]["text"]
     at.text_input(key="grid_typed").set_value("neuron 5").run()

@@ -6,6 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..analysis.ablation import GridAblation
+from .margins import AXIS_TITLE_PX, fixed_margins, grid_margins, label_px
 
 
 def accuracy_figure(result: GridAblation) -> go.Figure:
@@ -17,9 +18,8 @@ def accuracy_figure(result: GridAblation) -> go.Figure:
                            text=[f"{v:.3f}" for v in summary.values()], textposition="outside"))
     fig.update_layout(title=f"{result.grid.op} accuracy, {len(result.prompts):,} prompts<br>"
                             f"<sup>{result.intervention.describe()}</sup>",
-                      yaxis={"range": [0, 1.1], "title": "accuracy"},
-                      height=330, margin={"l": 10, "r": 10, "t": 60, "b": 10})
-    return fig
+                      yaxis={"range": [0, 1.1], "title": "accuracy"}, height=330)
+    return fixed_margins(fig, left=label_px(["0.0"]) + AXIS_TITLE_PX + 8, bottom=30)
 
 
 def effect_map_figure(result: GridAblation, which: str = "after") -> go.Figure:
@@ -32,5 +32,5 @@ def effect_map_figure(result: GridAblation, which: str = "after") -> go.Figure:
                                hovertemplate=f"%{{y}}{result.grid.op}%{{x}}: Δp %{{z:.3f}}<extra></extra>"))
     fig.update_layout(title=f"Effect of the {label} on p(correct answer) over op1 x op2",
                       xaxis={"title": "op2", "constrain": "domain"}, yaxis={"title": "op1", "scaleanchor": "x"},
-                      height=480, margin={"l": 10, "r": 10, "t": 60, "b": 10})
-    return fig
+                      height=480)
+    return grid_margins(fig, z.shape[0])

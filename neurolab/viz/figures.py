@@ -10,6 +10,7 @@ from plotly.subplots import make_subplots
 from ..analysis.neuron_maps import NeuronMap
 from ..analysis.predict import PromptReport
 from ..analysis.significance import FDR
+from .margins import AXIS_TITLE_PX, fixed_margins, grid_margins, label_px
 
 
 def next_token_figure(report: PromptReport) -> go.Figure:
@@ -24,9 +25,9 @@ def next_token_figure(report: PromptReport) -> go.Figure:
     ))
     fig.update_layout(
         title=f"Next token after {report.text!r} (answer {answer})", xaxis_title="probability",
-        yaxis=dict(autorange="reversed", type="category"), height=300, margin=dict(l=10, r=10, t=50, b=10),
+        yaxis=dict(autorange="reversed", type="category"), height=300,
     )
-    return fig
+    return fixed_margins(fig, left=label_px(tokens) + 12, bottom=20 + AXIS_TITLE_PX, top=50)
 
 
 def top_neurons_figure(report: PromptReport) -> go.Figure:
@@ -44,11 +45,9 @@ def top_neurons_figure(report: PromptReport) -> go.Figure:
             hovertemplate="%{y}: %{x:.3f}<br>%{customdata[0]}<br>input of %{customdata[1]}<extra></extra>",
         ), row=1, col=col)
         fig.update_yaxes(autorange="reversed", type="category", row=1, col=col)
-    fig.update_layout(
-        title="Most active neurons at the last position, per layer", showlegend=False, height=380,
-        margin=dict(l=10, r=10, t=70, b=10),
-    )
-    return fig
+    fig.update_layout(title="Most active neurons at the last position, per layer", showlegend=False, height=380)
+    labels = [n.label for layer in layers for n in report.top_neurons[layer]]
+    return fixed_margins(fig, left=label_px(labels) + 12, bottom=30, top=70)
 
 
 def grid_heatmap(nmap: NeuronMap, max_op: int, op: str) -> go.Figure:
@@ -70,12 +69,11 @@ def grid_heatmap(nmap: NeuronMap, max_op: int, op: str) -> go.Figure:
                       f"<br>{nmap.kind} = %{{z:.4f}}<extra></extra>",
     ))
     fig.update_layout(
-        title=f"{nmap.label} {nmap.kind} map over the {op} grid", xaxis_title="op2", yaxis_title="op1",
-        height=620, margin=dict(l=10, r=10, t=50, b=10),
+        title=f"{nmap.label} {nmap.kind} map over the {op} grid", xaxis_title="op2", yaxis_title="op1", height=620,
     )
     fig.update_yaxes(autorange="reversed", scaleanchor="x")
     fig.update_xaxes(constrain="domain")
-    return fig
+    return grid_margins(fig, max_op, top=50)
 
 
 def folded_figure(nmap: NeuronMap, n: int) -> go.Figure:
@@ -85,10 +83,10 @@ def folded_figure(nmap: NeuronMap, n: int) -> go.Figure:
         hovertemplate="op1 ≡ %{y}, op2 ≡ %{x} (mod " + str(n) + ")<br>mean = %{z:.4f}<extra></extra>",
     ))
     fig.update_layout(title=f"{nmap.label} folded mod {n}", xaxis_title=f"op2 mod {n}", yaxis_title=f"op1 mod {n}",
-                      height=420, margin=dict(l=10, r=10, t=50, b=10))
+                      height=420)
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(dtick=1)
-    return fig
+    return grid_margins(fig, n, top=50)
 
 
 def result_figure(nmap: NeuronMap) -> go.Figure:
@@ -104,8 +102,8 @@ def result_figure(nmap: NeuronMap) -> go.Figure:
                    hovertemplate="result %{x}<br>mean = %{y:.4f}<br>%{customdata} prompts<extra></extra>"),
     ])
     fig.update_layout(title=f"{nmap.label} against the result", xaxis_title="result", yaxis_title=nmap.kind,
-                      height=420, margin=dict(l=10, r=10, t=50, b=10))
-    return fig
+                      height=420)
+    return fixed_margins(fig, left=label_px(["-0.000"]) + AXIS_TITLE_PX + 8, bottom=20 + AXIS_TITLE_PX, top=50)
 
 
 def atlas_counts_figure(table: pd.DataFrame) -> go.Figure:
@@ -153,9 +151,8 @@ def number_line_figure(line: np.ndarray, label: str, results: np.ndarray,
     order = np.argsort(-line[values])
     fig.update_layout(
         title=f"{label} value vector on the number line (promotes {', '.join(map(str, values[order[:5]]))} ...)",
-        xaxis_title="number token", yaxis_title="direct logit per unit activation", height=360,
-        margin=dict(l=10, r=10, t=50, b=10))
-    return fig
+        xaxis_title="number token", yaxis_title="direct logit per unit activation", height=360)
+    return fixed_margins(fig, left=label_px(["-0.00"]) + AXIS_TITLE_PX + 8, bottom=20 + AXIS_TITLE_PX, top=50)
 
 
 def heuristic_mask_figure(nmap: NeuronMap, mask: np.ndarray, max_op: int, heuristic: str) -> go.Figure:
@@ -164,7 +161,6 @@ def heuristic_mask_figure(nmap: NeuronMap, mask: np.ndarray, max_op: int, heuris
     z[nmap.prompts["op1"].to_numpy(), nmap.prompts["op2"].to_numpy()] = mask.astype(float)
     fig = go.Figure(go.Heatmap(z=z, colorscale=[[0, "#f0f0f0"], [1, "#222"]], zmin=0, zmax=1, showscale=False,
                                hovertemplate="op1 %{y}, op2 %{x}: %{z}<extra></extra>"))
-    fig.update_layout(title=f"matching set of {heuristic}", xaxis_title="op2", yaxis_title="op1", height=620,
-                      margin=dict(l=10, r=10, t=50, b=10))
+    fig.update_layout(title=f"matching set of {heuristic}", xaxis_title="op2", yaxis_title="op1", height=620)
     fig.update_yaxes(autorange="reversed", scaleanchor="x")
-    return fig
+    return grid_margins(fig, max_op, top=50)

@@ -85,14 +85,15 @@ def table(frame: pd.DataFrame, key: str, stem: str, provenance: Provenance | Non
     return event
 
 
-def report(exports: Sequence[Export], title: str, summary: Callable[[], list[str]], key: str,
-           label: str = "Report (zip)") -> None:
+def report(exports: Sequence[Export] | Callable[[], Sequence[Export]], title: str, summary: Callable[[], list[str]],
+           key: str, label: str = "Report (zip)") -> None:
     """A download of every export's files with a generated Markdown summary, built on click
-    (:func:`neurolab.export.bundle.report_zip`); ``summary`` gives the key numbers' lines."""
+    (:func:`neurolab.export.bundle.report_zip`); ``exports`` may be a callable, for figures the page did not draw;
+    ``summary`` gives the key numbers' lines."""
     def build() -> bytes:
         from neurolab.export.bundle import report_zip
 
-        return report_zip(list(exports), title, summary())
+        return report_zip(list(exports() if callable(exports) else exports), title, summary())
 
     name = "".join(c if c.isalnum() or c in "-_." else "-" for c in title).strip("-") or "report"
     _download(label, build, f"{name}.zip", key)
