@@ -133,15 +133,19 @@ m2.metric("Accuracy, ablated", f"{summary['after']:.3f}", change(summary["after"
           help=f"{chosen.describe()}")
 m3.metric("Random control", f"{summary['control']:.3f}", change(summary["control"] - summary["before"]),
           help=result.control.describe())
-accuracy = kinds.ablation_accuracy_export(model, selected, result)
-effect = kinds.ablation_export(model, selected, result)
-left, right = st.columns([1, 2])
-with left:
-    export.chart(accuracy, "lab_accuracy")
-with right:
-    export.chart(effect, "lab_effect")
-st.subheader("Results that lost most")
-export.table(result.results_lost(10), "lab_lost", f"ablation-lost-{OP_NAMES[op]}-{chosen.key}", effect.provenance)
+VIEWS = ("Effect over the grid", "Accuracy", "The current prompt")  # one drawn at a time: a toggle redraws one view
+st.session_state.setdefault("lab_view", VIEWS[0])
+tabs = dict(zip(VIEWS, st.tabs(VIEWS, key="lab_view", on_change="rerun"), strict=True))
+with tabs["Effect over the grid"]:
+    if tabs["Effect over the grid"].open:
+        effect = kinds.ablation_export(model, selected, result)
+        export.chart(effect, "lab_effect")
+        st.subheader("Results that lost most")
+        export.table(result.results_lost(10), "lab_lost", f"ablation-lost-{OP_NAMES[op]}-{chosen.key}",
+                     effect.provenance, static=True)
+with tabs["Accuracy"]:
+    if tabs["Accuracy"].open:
+        export.chart(kinds.ablation_accuracy_export(model, selected, result), "lab_accuracy")
 
 
 def report_lines() -> list[str]:
@@ -157,13 +161,15 @@ def report_lines() -> list[str]:
     return lines
 
 
-export.report([accuracy, effect], f"ablation-{OP_NAMES[op]}-{chosen.key}-report", report_lines, "lab_report",
+export.report(lambda: [kinds.ablation_accuracy_export(model, selected, result),
+                       kinds.ablation_export(model, selected, result)],
+              f"ablation-{OP_NAMES[op]}-{chosen.key}-report", report_lines, "lab_report",
               "Report on this ablation (zip)")
 
 
 @st.fragment
 def current_prompt() -> None:
-    """A prompt typed here reruns only this part (the grid's charts above stay as they are)."""
+    """A prompt typed here reruns only this part (the rest of the page stays as it is)."""
     st.subheader("The current prompt under the ablation")
     text = st.text_input("Prompt", key=state.PROMPT, max_chars=state.MAX_PROMPT)
     state.publish()
@@ -180,4 +186,6 @@ def current_prompt() -> None:
         export.chart(kinds.prediction_export(model, asked, chosen, ablated), "lab_ablated_tokens")
 
 
-current_prompt()
+with tabs["The current prompt"]:
+    if tabs["The current prompt"].open:
+        current_prompt()

@@ -134,9 +134,18 @@ def test_ablation_lab_exports_charts_tables_graph_and_report(embedded, files):
     at = page("4_Ablation_Lab.py", lab_source="layer top-N", lab_top_n=10, max_op=20)
     at.toggle(key="ablation_on").set_value(True).run()
     assert not at.exception and not at.error
-    assert {c.key for c in at.get("plotly_chart")} == {"lab_accuracy", "lab_effect", "lab_clean_tokens",
-                                                      "lab_ablated_tokens"}
+    assert [c.key for c in at.get("plotly_chart")] == ["lab_effect"]  # the open view; the others on opening
+    shown = at.table[0].value  # the results that lost most, drawn as a static table
+    assert shown.index.name == "answer" and len(shown) == 10 and "accuracy_lost" in shown.columns
     assert_controls(at)
+    for view, keys in (("Accuracy", ["lab_accuracy"]), ("The current prompt", ["lab_clean_tokens",
+                                                                              "lab_ablated_tokens"])):
+        at.session_state["lab_view"] = view
+        at.run()
+        assert [c.key for c in at.get("plotly_chart")] == keys
+        assert_controls(at)
+    at.session_state["lab_view"] = "Effect over the grid"
+    at.run()
     assert not [b for b in at.get("download_button") if b.key == "lab_download"]  # replaced by the chart's CSV
     prompts = pd.read_csv(io.BytesIO(download(at, files, "lab_effect_csv")))
     assert len(prompts) == 400 and {"p_before", "p_after", "correct_control"} <= set(prompts.columns)

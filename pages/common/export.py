@@ -69,10 +69,16 @@ def chart(export: Export, key: str, **plotly_kwargs):
     return event
 
 
-def table(frame: pd.DataFrame, key: str, stem: str, provenance: Provenance | None = None, **dataframe_kwargs):
+def table(frame: pd.DataFrame, key: str, stem: str, provenance: Provenance | None = None, static: bool = False,
+          **dataframe_kwargs):
     """``st.dataframe`` (``key`` as the table's) with its CSV and Parquet (and provenance) downloads; returns what
-    ``st.dataframe`` returns (the selection event of a selectable table)."""
-    event = st.dataframe(frame, hide_index=True, key=key, **dataframe_kwargs)
+    ``st.dataframe`` returns (the selection event of a selectable table). ``static``: a few rows drawn as plain HTML
+    (``st.table``), for a table that changes with every toggle: the canvas grid of ``st.dataframe`` lays itself out
+    again 0.3-0.4 s after the rest of the page has settled."""
+    if static:
+        event = st.table(frame.set_index(frame.columns[0]))
+    else:
+        event = st.dataframe(frame, hide_index=True, key=key, **dataframe_kwargs)
     with st.popover("Export", key=f"{key}_export"):
         if provenance is None:
             export = Export(stem, Provenance("table", {}, {}), frame)
