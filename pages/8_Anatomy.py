@@ -2,6 +2,7 @@
 other layers, and for a layer the shapes, result fraction vs direct effect, method agreement and patch-the-fit."""
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from neurolab.analysis.sweep import find_sweep, grid_for
@@ -13,6 +14,8 @@ from neurolab.anatomy.wiring import stored_connections
 from neurolab.errors import NeurolabError
 from neurolab.export import kinds
 from neurolab.models.adapters import neuron_label, parse_neuron_label
+from neurolab.models.loading import LoadedModel
+from neurolab.store import Store
 from neurolab.tasks.arithmetic import OPERATORS
 from neurolab.tasks.grid import TEMPLATES
 from pages import active_intervention, model_sidebar, progress_bar, shared_store, state
@@ -58,34 +61,8 @@ st.caption(f"{len(table)} neurons of layer {layer} on the {op} grid ({len(prompt
 
 # -- the current neuron --
 labels = list(table["label"])
-current = st.session_state.get(state.NEURON)
-if current not in labels:
-    current = table.loc[table["direct_effect"].abs().idxmax(), "label"]
-    st.session_state[state.NEURON] = current
-st.selectbox("Neuron", labels, key=state.NEURON, help="the layer's neurons; select a row of the table below too")
-one = {"op": op, "max_op": max_op, "template": template_name, "neuron": st.session_state[state.NEURON]}
-anatomy = kinds.anatomy_in(store, table, sweep_id, one["neuron"], max_op)
-row, operands = anatomy.row, anatomy.operands
-_, neuron = parse_neuron_label(st.session_state[state.NEURON])
-
-shape_text = row["shape"] + (f" ({row['lookup_key']} digits)" if row["lookup_key"] else "") + (
-    f" (mod {int(row['modulus'])})" if row["modulus"] else "")
-left, right = st.columns(2)
-left.markdown(f"**Shape**: {shape_text}  \ninteraction share {row['interaction']:.2f} · adjR² r {row['adj[r]']:.2f} · "
-              f"ones lookup {row['adj[ones lookup]']:.2f} · tens lookup {row['adj[tens lookup]']:.2f} · "
-              f"best r mod {int(row['best_mod'])} {row['best_mod_adj']:.2f} · active share {row['active_share']:.2f}"
-              f" · direct effect {row['direct_effect']:+.3f}")
-right.markdown(f"**The paper's labels**: {row['heuristics'] or 'none (classify on the Heuristic Atlas page)'}")
-export.chart(kinds.decomposition_export(model, one, active, anatomy), key="anatomy_decomposition")
-export.chart(kinds.spectrum_export(model, one, active, anatomy), key="anatomy_spectrum")
-
-if st.toggle("Helix fit of the pre-activation (one pass over the grid, then cached)", key="anatomy_fit_neuron"):
-    with st.spinner("fitting ..."):
-        frame = neuron_helix(model, store, grid, layer, neuron, active)
-    export.chart(kinds.helix_export(model, one, active, frame), key="anatomy_helix")
-    if "gate" in set(frame["point"]):
-        export.chart(kinds.signs_export(model, one, active, frame), key="anatomy_signs")
-
+if st.session_state.get(state.NEURON) not in labels:
+    st.session_state[state.NEURON] = table.loc[table["direct_effect"].abs().idxmax(), "label"]
 
 
 def _open(to_layer: int, to_neuron: int) -> None:
@@ -94,22 +71,76 @@ def _open(to_layer: int, to_neuron: int) -> None:
     state.put(state.NEURON, neuron_label(to_layer, to_neuron))
 
 
-st.subheader("Strongest inputs and outputs (TWERA)")
-st.caption("Virtual weights through the residual stream only (attention between positions and the norm's division "
-           "left out), weighted by co-activation over the grid: TWERA = V·E[a_i a_j]/E[a_j].")
-links = stored_connections(model, store, sweep_id, layer, neuron, count=kinds.ANATOMY_LINKS)
-if links.empty:
-    st.caption("No linked neuron is active on at least 10 prompts in the stored layers.")
-for direction, part in links.groupby("direction", sort=False):
-    st.markdown(f"**{direction}s**")
-    columns = st.columns(max(len(part), 1))
-    for column, link in zip(columns, part.itertuples()):
-        values, _ = store.neuron_map(sweep_id, int(link.layer), int(link.neuron))
-        with column:
-            export.chart(kinds.link_export(model, {**one, "link": link.label}, active, link, values, operands),
-                         key=f"anatomy_thumb_{link.label}")
-        column.button(f"Open {link.label}", key=f"anatomy_open_{link.label}", on_click=_open,
-                      args=(int(link.layer), int(link.neuron)))
+@st.cache_data(max_entries=256, show_spinner=False)
+def _connections(_model: LoadedModel, _store: Store, fingerprint: str, store_path: str, sweep: int, at_layer: int,
+                 neuron: int) -> pd.DataFrame:
+    """A neuron's strongest inputs and outputs, once per (model, store, sweep, neuron): a revisited neuron is not
+    wired again (each wiring reads every stored layer's maps)."""
+    return stored_connections(_model, _store, sweep, at_layer, neuron, count=kinds.ANATOMY_LINKS)
+
+
+VIEWS = ("Shape", "Inputs and outputs", "Helix fit")  # one drawn at a time: a neuron change redraws one view
+
+
+@st.fragment
+def neuron_view() -> None:
+    """The current neuron: choosing another reruns only this part (the layer's chart and table below stay)."""
+    st.selectbox("Neuron", labels, key=state.NEURON, help="the layer's neurons; select a row of the table below too")
+    if st.session_state[state.LAYER] != layer:  # a linked neuron of another layer: the whole page follows it
+        st.rerun(scope="app")
+    state.publish()  # this part reruns alone: the URL follows the neuron here
+    one = {"op": op, "max_op": max_op, "template": template_name, "neuron": st.session_state[state.NEURON]}
+    anatomy = kinds.anatomy_in(store, table, sweep_id, one["neuron"], max_op)
+    row, operands = anatomy.row, anatomy.operands
+    _, neuron = parse_neuron_label(st.session_state[state.NEURON])
+
+    shape_text = row["shape"] + (f" ({row['lookup_key']} digits)" if row["lookup_key"] else "") + (
+        f" (mod {int(row['modulus'])})" if row["modulus"] else "")
+    left, right = st.columns(2)
+    left.markdown(f"**Shape**: {shape_text}  \ninteraction share {row['interaction']:.2f} · adjR² r {row['adj[r]']:.2f}"
+                  f" · ones lookup {row['adj[ones lookup]']:.2f} · tens lookup {row['adj[tens lookup]']:.2f} · "
+                  f"best r mod {int(row['best_mod'])} {row['best_mod_adj']:.2f} · active share "
+                  f"{row['active_share']:.2f} · direct effect {row['direct_effect']:+.3f}")
+    right.markdown(f"**The paper's labels**: {row['heuristics'] or 'none (classify on the Heuristic Atlas page)'}")
+    st.session_state.setdefault("anatomy_view", VIEWS[0])
+    tabs = dict(zip(VIEWS, st.tabs(VIEWS, key="anatomy_view", on_change="rerun"), strict=True))
+    with tabs["Shape"]:
+        if tabs["Shape"].open:
+            export.chart(kinds.decomposition_export(model, one, active, anatomy), key="anatomy_decomposition")
+            export.chart(kinds.spectrum_export(model, one, active, anatomy), key="anatomy_spectrum")
+    with tabs["Helix fit"]:
+        if tabs["Helix fit"].open and st.toggle("Helix fit of the pre-activation (one pass over the grid, then "
+                                                "cached)", key="anatomy_fit_neuron"):
+            with st.spinner("fitting ..."):
+                frame = neuron_helix(model, store, grid, layer, neuron, active)
+            export.chart(kinds.helix_export(model, one, active, frame), key="anatomy_helix")
+            if "gate" in set(frame["point"]):
+                export.chart(kinds.signs_export(model, one, active, frame), key="anatomy_signs")
+    with tabs["Inputs and outputs"]:
+        if tabs["Inputs and outputs"].open:
+            wiring(one, layer, neuron, operands)
+
+
+def wiring(one: dict, at_layer: int, neuron: int, operands: Operands) -> None:
+    """The neuron's strongest inputs and outputs, each a thumbnail of its map with a button that opens it."""
+    st.caption("Virtual weights through the residual stream only (attention between positions and the norm's "
+               "division left out), weighted by co-activation over the grid: TWERA = V·E[a_i a_j]/E[a_j].")
+    links = _connections(model, store, model.fingerprint, str(store.path), sweep_id, at_layer, neuron)
+    if links.empty:
+        st.caption("No linked neuron is active on at least 10 prompts in the stored layers.")
+    for direction, part in links.groupby("direction", sort=False):
+        st.markdown(f"**{direction}s**")
+        columns = st.columns(max(len(part), 1))
+        for column, link in zip(columns, part.itertuples()):
+            values, _ = store.neuron_map(sweep_id, int(link.layer), int(link.neuron))
+            with column:
+                export.chart(kinds.link_export(model, {**one, "link": link.label}, active, link, values, operands),
+                             key=f"anatomy_thumb_{link.label}")
+            column.button(f"Open {link.label}", key=f"anatomy_open_{link.label}", on_click=_open,
+                          args=(int(link.layer), int(link.neuron)))
+
+
+neuron_view()
 
 # -- the layer --
 st.subheader(f"Layer {layer}")
@@ -117,11 +148,18 @@ shapes = kinds.shapes_export(model, chosen, active, table)
 export.chart(shapes, key="anatomy_shapes")
 shown = ["label", "shape", "heuristic", "interaction", "adj[r]", "adj[ones lookup]", "adj[tens lookup]", "best_mod",
          "best_mod_adj", "mod_auroc", "active_share", "direct_effect"]
-picked = export.table(table[shown].round(3), "anatomy_table", f"{shapes.stem}-neurons", shapes.provenance,
-                      on_select="rerun", selection_mode="single-row")
-if picked.selection.rows and labels[picked.selection.rows[0]] != st.session_state[state.NEURON]:
-    state.put(state.NEURON, labels[picked.selection.rows[0]])
-    st.rerun()
+
+
+def _picked() -> None:
+    """A row selected in the table becomes the current neuron (only when the selection changes: a neuron chosen
+    above afterwards is not taken back)."""
+    rows = st.session_state["anatomy_table"].selection.rows
+    if rows:
+        state.put(state.NEURON, labels[rows[0]])
+
+
+export.table(table[shown].round(3), "anatomy_table", f"{shapes.stem}-neurons", shapes.provenance, on_select=_picked,
+             selection_mode="single-row")
 
 a, b = st.columns(2)
 with a:

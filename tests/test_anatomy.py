@@ -88,6 +88,21 @@ def test_additive_fit_is_exact_on_an_incomplete_grid():
     assert np.allclose(mu + row[ops.a] + col[ops.b], additive)
 
 
+def test_additive_decomposition_of_a_complete_grid_equals_least_squares():
+    """A complete grid takes the row and column means; they are the least-squares main effects."""
+    ops = plus_grid()
+    values = np.random.default_rng(0).normal(size=len(ops.a)) + np.sin(ops.a / 9.0) * np.cos(ops.b / 5.0)
+    mu, row, col, rest = additive_decomposition(values, ops)
+    design = np.zeros((len(values), 2 * 100))
+    design[np.arange(len(values)), ops.a] = 1
+    design[np.arange(len(values)), 100 + ops.b] = 1
+    beta, *_ = np.linalg.lstsq(design, values - values.mean(), rcond=None)
+    fitted = values.mean() + design @ beta
+    assert np.abs(rest).max() > 0.5  # not additive: the check below is not trivial
+    assert np.allclose(mu + row[ops.a] + col[ops.b], fitted) and np.allclose(rest, values - fitted)
+    assert abs(row[ops.a].mean()) < 1e-12 and abs(col[ops.b].mean()) < 1e-12
+
+
 def test_average_ranks_share_ties():
     values = np.array([[3, 1, 3, 2, 3, 1], [0.5, 0.5, 0.5, 0.5, 0.5, 2]], np.float32)
     expected = np.stack([pd.Series(row).rank(method="average").to_numpy() for row in values])
@@ -271,16 +286,21 @@ def test_page_sweeps_then_shows_the_neuron_and_the_layer(embedded):
     titles = chart_titles(at)
     assert any("row(op1) + col(op2)" in t for t in titles) and any("Shapes per layer" in t for t in titles)
     assert any("**Shape**" in m.value for m in at.markdown)
+    at.session_state["anatomy_view"] = "Helix fit"  # what clicking the tab sets
+    at.run()
     at.toggle(key="anatomy_fit_neuron").set_value(True).run()
     assert not at.exception, at.exception
     titles = chart_titles(at)
     assert any("helix fit of the pre-activation" in t for t in titles)
+    assert not any("row(op1) + col(op2)" in t for t in titles)  # one view of the neuron drawn at a time
     at.number_input(key="anatomy_top_n").set_value(5)
     at.toggle(key="anatomy_fit_layer").set_value(True).run()
     assert not at.exception, at.exception
     patch = [json.loads(c.proto.spec) for c in at.get("plotly_chart")
              if "Patch the fit" in json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "")]
     assert len(patch) == 1 and [bar["name"] for bar in patch[0]["data"]] == ["clean", "patched to fit", "mean-ablated"]
+    at.session_state["anatomy_view"] = "Inputs and outputs"
+    at.run()
     opens = [b for b in at.button if b.key and b.key.startswith("anatomy_open_")]
     assert opens  # a linked neuron opens on click
     target = opens[0].key.removeprefix("anatomy_open_")

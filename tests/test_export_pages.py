@@ -334,16 +334,13 @@ def test_anatomy_charts_and_tables_export_and_rebuild(embedded, files):
     at = page("8_Anatomy.py", max_op=20)
     if [b for b in at.button if b.key == "anatomy_run"]:  # the grid is not swept yet by another test of the module
         at.button(key="anatomy_run").click().run()
-    at.toggle(key="anatomy_fit_neuron").set_value(True).run()
     at.number_input(key="anatomy_top_n").set_value(5)
     at.toggle(key="anatomy_fit_layer").set_value(True)
     at.toggle(key="anatomy_agreement").set_value(True).run()
     assert not at.exception and not at.error
-    keys = {c.key for c in at.get("plotly_chart")}
-    assert {"anatomy_decomposition", "anatomy_spectrum", "anatomy_helix", "anatomy_shapes", "anatomy_fraction",
-            "anatomy_patch", "anatomy_agreement_scatter"} <= keys
-    thumbs = sorted(k for k in keys if k.startswith("anatomy_thumb_"))
-    assert thumbs and len(keys) == 7 + len(thumbs)
+    keys = {c.key for c in at.get("plotly_chart")}  # the neuron's "Shape" view, then the layer's charts
+    assert keys == {"anatomy_decomposition", "anatomy_spectrum", "anatomy_shapes", "anatomy_fraction", "anatomy_patch",
+                    "anatomy_agreement_scatter"}
     assert_controls(at)
     assert_tables(at, "anatomy_table", "anatomy_agreement_table")
 
@@ -352,11 +349,24 @@ def test_anatomy_charts_and_tables_export_and_rebuild(embedded, files):
     assert len(decomposition) == 400 and (decomposition["additive"] + decomposition["interaction"]
                                           - decomposition["K"]).abs().max() < 1e-5
     for key, kind in (("anatomy_decomposition", "anatomy-decomposition"), ("anatomy_spectrum", "anatomy-spectrum"),
-                      ("anatomy_helix", "anatomy-helix"), ("anatomy_shapes", "anatomy-shapes"),
-                      ("anatomy_patch", "anatomy-patch"), ("anatomy_agreement_scatter", "anatomy-agreement"),
-                      (thumbs[0], "anatomy-link")):
+                      ("anatomy_shapes", "anatomy-shapes"), ("anatomy_patch", "anatomy-patch"),
+                      ("anatomy_agreement_scatter", "anatomy-agreement")):
         provenance = assert_rebuilds(at, files, key, kind)
         assert provenance.selection["max_op"] == 20
+
+    at.session_state["anatomy_view"] = "Helix fit"  # what clicking the tab sets
+    at.run()
+    at.toggle(key="anatomy_fit_neuron").set_value(True).run()
+    assert not at.exception and "anatomy_decomposition" not in {c.key for c in at.get("plotly_chart")}
+    assert_controls(at)
+    assert assert_rebuilds(at, files, "anatomy_helix", "anatomy-helix").selection["neuron"] == neuron
+
+    at.session_state["anatomy_view"] = "Inputs and outputs"
+    at.run()
+    thumbs = sorted(c.key for c in at.get("plotly_chart") if c.key.startswith("anatomy_thumb_"))
+    assert thumbs and "anatomy_helix" not in {c.key for c in at.get("plotly_chart")}
+    assert_controls(at)
+    provenance = assert_rebuilds(at, files, thumbs[0], "anatomy-link")
     assert provenance.selection["neuron"] == neuron and provenance.selection["link"] == thumbs[0].split("_")[-1]
     rows = pd.read_csv(io.BytesIO(download(at, files, "anatomy_table_csv")))
     assert len(rows) == embedded.d_mlp and "shape" in rows.columns

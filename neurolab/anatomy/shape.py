@@ -186,12 +186,18 @@ def additive_decomposition(values: np.ndarray, operands: Operands) -> tuple[floa
     values = np.asarray(values, np.float64)
     a_values, a_index = np.unique(operands.a, return_inverse=True)
     b_values, b_index = np.unique(operands.b, return_inverse=True)
-    design = np.zeros((len(values), len(a_values) + len(b_values)))
-    design[np.arange(len(values)), a_index] = 1
-    design[np.arange(len(values)), len(a_values) + b_index] = 1
     mu = values.mean()
-    beta, *_ = np.linalg.lstsq(design, values - mu, rcond=None)
-    row_fit, col_fit = beta[:len(a_values)], beta[len(a_values):]
+    cells = len(a_values) * len(b_values)
+    if len(values) == cells and np.unique(a_index * len(b_values) + b_index).size == cells:
+        # every (a, b) once: the least-squares main effects are the row and column means (a balanced two-way layout)
+        row_fit = np.bincount(a_index, values - mu) / np.bincount(a_index)
+        col_fit = np.bincount(b_index, values - mu) / np.bincount(b_index)
+    else:
+        design = np.zeros((len(values), len(a_values) + len(b_values)))
+        design[np.arange(len(values)), a_index] = 1
+        design[np.arange(len(values)), len(a_values) + b_index] = 1
+        beta, *_ = np.linalg.lstsq(design, values - mu, rcond=None)
+        row_fit, col_fit = beta[:len(a_values)], beta[len(a_values):]
     row_shift, col_shift = row_fit[a_index].mean(), col_fit[b_index].mean()
     row = np.full(int(a_values.max()) + 1, np.nan)
     col = np.full(int(b_values.max()) + 1, np.nan)

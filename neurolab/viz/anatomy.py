@@ -10,6 +10,7 @@ from plotly.subplots import make_subplots
 
 from ..anatomy.helix import sign_combinations
 from ..anatomy.shape import LABELS, Operands, additive_decomposition
+from .margins import grid_margins
 
 SHAPE_COLOURS = dict(zip(LABELS, ("#9aa0a6", "#1f77b4", "#17becf", "#2ca02c", "#9467bd", "#d62728", "#ff7f0e",
                                   "#8c564b", "#7f7f7f")))
@@ -28,9 +29,11 @@ def _heatmap(z: np.ndarray, name: str, showscale: bool = False) -> go.Heatmap:
                       hovertemplate="op1 %{y}, op2 %{x}: %{z:.3f}<extra>" + name + "</extra>")
 
 
-def decomposition_figure(values: np.ndarray, operands: Operands, max_op: int, label: str) -> go.Figure:
-    """The map beside its additive decomposition: row effect (op1), column effect (op2), interaction."""
-    mu, row, col, interaction = additive_decomposition(values, operands)
+def decomposition_figure(values: np.ndarray, operands: Operands, max_op: int, label: str,
+                         parts: tuple[float, np.ndarray, np.ndarray, np.ndarray] | None = None) -> go.Figure:
+    """The map beside its additive decomposition: row effect (op1), column effect (op2), interaction. ``parts``:
+    the decomposition when the caller has it already."""
+    mu, row, col, interaction = parts if parts is not None else additive_decomposition(values, operands)
     fig = make_subplots(rows=1, cols=4, subplot_titles=["map", "row effect (op1)", "column effect (op2)",
                                                         "interaction"], horizontal_spacing=0.06)
     fig.add_trace(_heatmap(square(values, operands, max_op), "map", True), row=1, col=1)
@@ -43,8 +46,8 @@ def decomposition_figure(values: np.ndarray, operands: Operands, max_op: int, la
     fig.update_xaxes(title_text="op1", row=1, col=2)
     fig.update_xaxes(title_text="op2", row=1, col=3)
     fig.update_layout(title=f"{label}: map = {mu:.3f} + row(op1) + col(op2) + interaction", height=330,
-                      showlegend=False, margin=dict(l=10, r=10, t=60, b=10))
-    return fig
+                      showlegend=False)
+    return grid_margins(fig, max_op)
 
 
 def spectrum_figure(values: np.ndarray, operands: Operands, max_op: int, row: pd.Series, complete: bool

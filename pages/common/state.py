@@ -90,8 +90,8 @@ PARAMS: tuple[Param, ...] = (
 #: settings of one page that are remembered on return but not put in the URL
 REMEMBERED = ("grid_kind", "grid_typed", "grid_view", "lab_mode", "lab_seed", "lab_source", "lab_typed", "lab_layer",
               "lab_top_n", "lab_name", "lab_view", "ablation_on", "per_layer", "_model_input", "mn_source", "mn_single",
-              "mn_samples", "mn_seed", "mn_score", "mn_k", "mn_how", "mn_factor", "mn_apply",
-              "mn_live")
+              "mn_samples", "mn_seed", "mn_score", "mn_k", "mn_how", "mn_factor", "mn_apply", "mn_live",
+              "anatomy_view")
 
 
 def begin() -> None:

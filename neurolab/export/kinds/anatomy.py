@@ -83,9 +83,11 @@ def decomposition_export(model: LoadedModel, values: dict, intervention: Interve
                          anatomy: NeuronAnatomy) -> Export:
     """The map beside its additive decomposition; the data is each prompt's value and interaction."""
     chosen = selection("anatomy-decomposition", values)
-    mu, _, _, interaction = additive_decomposition(anatomy.k, anatomy.operands)
+    parts = additive_decomposition(anatomy.k, anatomy.operands)
+    mu, _, _, interaction = parts
     data = _operand_frame(anatomy.operands, K=anatomy.k, additive=anatomy.k - interaction, interaction=interaction)
-    figure = anatomy_figures.decomposition_figure(anatomy.k, anatomy.operands, chosen["max_op"], chosen["neuron"])
+    figure = anatomy_figures.decomposition_figure(anatomy.k, anatomy.operands, chosen["max_op"], chosen["neuron"],
+                                                  parts)
     return _export("anatomy-decomposition", model, chosen, intervention,
                    f"{chosen['neuron']}-decomposition-{OP_NAMES[chosen['op']]}", data, figure, {"mean": mu})
 
