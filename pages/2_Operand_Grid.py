@@ -15,6 +15,7 @@ from pages import (
     active_intervention,
     model_sidebar,
     most_active_neurons,
+    open_view,
     pick_neuron,
     progress_bar,
     shared_store,
@@ -144,10 +145,9 @@ def neuron_view() -> None:
         overlay = st.selectbox("Draw the matching set of", [None, *matches["heuristic"]], key="grid_overlay")
     lens_choice = {**{k: chosen[k] for k in ("op", "max_op", "template", "neuron")}, "heuristic": overlay}
 
-    st.session_state.setdefault("grid_view", VIEWS[0])
-    tabs = dict(zip(VIEWS, st.tabs(VIEWS, key="grid_view", on_change="rerun"), strict=True))
-    with tabs["Map"]:
-        if tabs["Map"].open:
+    view, pane = open_view(VIEWS, "grid_view")
+    with pane:
+        if view == "Map":
             heatmap = kinds.heatmap_export(model, chosen, active, nmap)
             if overlay is None:
                 export.chart(heatmap, "grid_heatmap")
@@ -158,14 +158,11 @@ def neuron_view() -> None:
                 with right_fig:
                     export.chart(kinds.overlay_export(model, {**chosen, "heuristic": overlay}, active, nmap),
                                  "grid_mask")
-    with tabs["Folded mod n"]:
-        if tabs["Folded mod n"].open:
+        elif view == "Folded mod n":
             folded(chosen, nmap)
-    with tabs["By result"]:
-        if tabs["By result"].open:
+        elif view == "By result":
             export.chart(kinds.result_export(model, chosen, active, nmap), "grid_result")
-    with tabs["Value lens"]:
-        if tabs["Value lens"].open:
+        else:
             export.chart(kinds.build("lens", model, store, lens_choice), "grid_number_line")
     st.button(f"Pick {nmap.label} for the Ablation Lab", key="grid_pick_ablation", on_click=pick_neuron,
               args=(nmap.label,))

@@ -12,7 +12,7 @@ from neurolab.errors import NeurolabError
 from neurolab.export import kinds
 from neurolab.models.adapters import neuron_label
 from neurolab.tasks.arithmetic import OP_NAMES, OPERATORS, PromptError
-from pages import ACTIVE_KEY, PICKS_KEY, model_sidebar, progress_bar, shared_store, state
+from pages import ACTIVE_KEY, PICKS_KEY, model_sidebar, open_view, progress_bar, shared_store, state
 from pages.common import export
 
 LAB_APPLIED = "lab_applied"  # the key of the ablation this page turned on (what its toggle may turn off)
@@ -134,17 +134,15 @@ m2.metric("Accuracy, ablated", f"{summary['after']:.3f}", change(summary["after"
 m3.metric("Random control", f"{summary['control']:.3f}", change(summary["control"] - summary["before"]),
           help=result.control.describe())
 VIEWS = ("Effect over the grid", "Accuracy", "The current prompt")  # one drawn at a time: a toggle redraws one view
-st.session_state.setdefault("lab_view", VIEWS[0])
-tabs = dict(zip(VIEWS, st.tabs(VIEWS, key="lab_view", on_change="rerun"), strict=True))
-with tabs["Effect over the grid"]:
-    if tabs["Effect over the grid"].open:
+view, pane = open_view(VIEWS, "lab_view")
+with pane:
+    if view == "Effect over the grid":
         effect = kinds.ablation_export(model, selected, result)
         export.chart(effect, "lab_effect")
         st.subheader("Results that lost most")
         export.table(result.results_lost(10), "lab_lost", f"ablation-lost-{OP_NAMES[op]}-{chosen.key}",
                      effect.provenance, static=True)
-with tabs["Accuracy"]:
-    if tabs["Accuracy"].open:
+    elif view == "Accuracy":
         export.chart(kinds.ablation_accuracy_export(model, selected, result), "lab_accuracy")
 
 
@@ -186,6 +184,6 @@ def current_prompt() -> None:
         export.chart(kinds.prediction_export(model, asked, chosen, ablated), "lab_ablated_tokens")
 
 
-with tabs["The current prompt"]:
-    if tabs["The current prompt"].open:
+if view == "The current prompt":
+    with pane:
         current_prompt()

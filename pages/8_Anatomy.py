@@ -18,7 +18,7 @@ from neurolab.models.loading import LoadedModel
 from neurolab.store import Store
 from neurolab.tasks.arithmetic import OPERATORS
 from neurolab.tasks.grid import TEMPLATES
-from pages import active_intervention, model_sidebar, progress_bar, shared_store, state
+from pages import active_intervention, model_sidebar, open_view, progress_bar, shared_store, state
 from pages.common import export
 
 st.set_page_config(page_title="neurolab · anatomy", page_icon="🧬", layout="wide")
@@ -102,23 +102,20 @@ def neuron_view() -> None:
                   f"best r mod {int(row['best_mod'])} {row['best_mod_adj']:.2f} · active share "
                   f"{row['active_share']:.2f} · direct effect {row['direct_effect']:+.3f}")
     right.markdown(f"**The paper's labels**: {row['heuristics'] or 'none (classify on the Heuristic Atlas page)'}")
-    st.session_state.setdefault("anatomy_view", VIEWS[0])
-    tabs = dict(zip(VIEWS, st.tabs(VIEWS, key="anatomy_view", on_change="rerun"), strict=True))
-    with tabs["Shape"]:
-        if tabs["Shape"].open:
+    view, pane = open_view(VIEWS, "anatomy_view")
+    with pane:
+        if view == "Shape":
             export.chart(kinds.decomposition_export(model, one, active, anatomy), key="anatomy_decomposition")
             export.chart(kinds.spectrum_export(model, one, active, anatomy), key="anatomy_spectrum")
-    with tabs["Helix fit"]:
-        if tabs["Helix fit"].open and st.toggle("Helix fit of the pre-activation (one pass over the grid, then "
-                                                "cached)", key="anatomy_fit_neuron"):
+        elif view == "Inputs and outputs":
+            wiring(one, layer, neuron, operands)
+        elif st.toggle("Helix fit of the pre-activation (one pass over the grid, then cached)",
+                       key="anatomy_fit_neuron"):
             with st.spinner("fitting ..."):
                 frame = neuron_helix(model, store, grid, layer, neuron, active)
             export.chart(kinds.helix_export(model, one, active, frame), key="anatomy_helix")
             if "gate" in set(frame["point"]):
                 export.chart(kinds.signs_export(model, one, active, frame), key="anatomy_signs")
-    with tabs["Inputs and outputs"]:
-        if tabs["Inputs and outputs"].open:
-            wiring(one, layer, neuron, operands)
 
 
 def wiring(one: dict, at_layer: int, neuron: int, operands: Operands) -> None:

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 import pandas as pd
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from neurolab.analysis.neuron_maps import most_active
 from neurolab.capture import kept
@@ -103,6 +104,15 @@ def _active_banner() -> None:
         st.sidebar.warning(f"Ablation active: {active.describe()} (`{active.key}`). Predictions on every page are "
                            "under it.")
         st.sidebar.button("Turn the ablation off", key="turn_off_ablation", on_click=_turn_off)
+
+
+def open_view(views: tuple[str, ...], key: str) -> tuple[str, DeltaGenerator]:
+    """Tabs of which only the open one is computed and drawn (``st.tabs(on_change="rerun")``; the open tab kept in
+    ``key``): returns its name and its container. A page's change then redraws one view's charts, not all of them."""
+    st.session_state.setdefault(key, views[0])
+    tabs = st.tabs(list(views), key=key, on_change="rerun")
+    index = next((i for i, tab in enumerate(tabs) if tab.open), 0)
+    return views[index], tabs[index]
 
 
 def pick_neuron(label: str) -> None:
